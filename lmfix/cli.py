@@ -1,0 +1,149 @@
+"""Command line: parses flags and calls one function per command.
+
+A user's mistake (:class:`LmfixError`) ends with its message alone and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import fields
+
+from .errors import LmfixError
+
+DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
+             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
+             "default $LMFIX_DATA, else hub:wikitext-2-v1")
+
+
+def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
+    """Training flags shared by ``train`` and ``run`` (defaults from TrainConfig)."""
+    d = defaults
+    g = p.add_argument_group("model")
+    g.add_argument("--emsize", type=int, default=d.emsize,
+                   help="embedding size d (default: the embedding file's, else 200)")
+    g.add_argument("--nhid", type=int, default=d.nhid,
+                   help="LSTM hidden size (default: emsize; if different, a learned projection "
+                        "maps it to emsize before the tied classifier)")
+    g.add_argument("--nlayers", type=int, default=d.nlayers, help="LSTM layers (default %(default)s)")
+    g.add_argument("--dropout", type=float, default=d.dropout,
+                   help="dropout on embeddings and LSTM output (default %(default)s)")
+    g.add_argument("--embedding-norm", choices=("raw", "unit", "mean-unit"),
+                   default=d.embedding_norm,
+                   help="scaling of a fixed embedding before use: raw, unit rows, or divided by "
+                        "the mean row norm (default %(default)s)")
+    g.add_argument("--cosine", action="store_true", default=d.cosine,
+                   help="fixed only: cosine classifier, unit-norm rows and hidden state "
+                        "(the paper's image form)")
+    g.add_argument("--scale-init", type=float, default=d.scale_init,
+                   help="fixed only: initial learned logit scale (default 10 with --cosine, else 1)")
+    g.add_argument("--oov", choices=("error", "random", "zero"), default=d.oov,
+                   help="LM words missing from an embedding file: error (default), a random "
+                        "vector of the mean norm, or zeros")
+    g = p.add_argument_group("training (defaults: the PyTorch word_language_model example)")
+    g.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
+    g.add_argument("--clip", type=float, default=d.clip,
+                   help="gradient norm clipping (default %(default)s)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="training batch size: independent columns (default %(default)s)")
+    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
+                   help="evaluation batch size (default %(default)s, as the example)")
+    g.add_argument("--bptt", type=int, default=d.bptt,
+                   help="truncated backpropagation length (default %(default)s)")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
+                   help="sgd is the example's plain update (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="weight decay (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
+    g = p.add_argument_group("budgets and logging")
+    g.add_argument("--max-train-tokens", type=int, default=d.max_train_tokens,
+                   help="train on the first N tokens of the training split only")
+    g.add_argument("--max-eval-tokens", type=int, default=d.max_eval_tokens,
+                   help="evaluate on the first N tokens of valid/test only (default: all; the "
+                        "summary records it)")
+    g.add_argument("--max-minutes", type=float, default=d.max_minutes,
+                   help="stop training after M minutes, then validate and test")
+    g.add_argument("--log-interval", type=int, default=d.log_interval,
+                   help="batches between progress records (default %(default)s)")
+    g.add_argument("--checkpoint-every", type=float, default=d.checkpoint_every,
+                   help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch "
+                        "ends only)")
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+    cfg = config_from_args(TrainConfig, args)
+    summary = train(cfg, command=args.command, resume=args.resume, force=args.force,
+                    progress=not args.quiet)
+    p = summary["params"]
+    print(f"{summary['name']}: valid ppl {summary['val_ppl']:.2f} | test ppl "
+          f"{summary['test_ppl']:.2f} | trainable {p['trainable']:,} | fixed {p['fixed']:,} | "
+          f"{summary['tokens_per_s']:.0f} tokens/s -> {args.out}/summary.json")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .report import write_report
+    out = Path(args.out) if args.out else Path(args.runs[0])
+    write_report([Path(r) for r in args.runs], out)
+    print(f"report written to {out}/report.md and {out}/index.html")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+    parser = argparse.ArgumentParser(
+        prog="lmfix", description="Language models with fixed word embeddings "
+        "(Hoffer, Hubara & Soudry 2018, 'Fix your classifier').")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one LSTM language model into a run directory",
+                       description="Train a 2-layer LSTM LM with a learned or fixed embedding.")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--embedding", default="learned",
+                   help="learned (tied), learned-untied, random-orthogonal, hadamard, or an "
+                        "embedding file (word2vec .txt/.bin, GloVe, fastText .vec, .npy + vocab) "
+                        "used fixed and tied (default %(default)s)")
+    p.add_argument("--out", default="runs/run", help="run directory (default %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace a run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_train_flags(p, TrainConfig())
+    p.set_defaults(func=cmd_train)
+
+    from .embeddings.cli import register as register_embeddings
+    register_embeddings(sub)
+
+    p = sub.add_parser("report", help="write report.md, CSV/JSON, plots and index.html",
+                       description="Summarize finished run directories (or directories of runs).")
+    p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
+    p.add_argument("--out", default=None, help="where to write the report (default: first RUN)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.command = "lmfix " + shlex.join(argv)
+    try:
+        args.func(args)
+    except LmfixError as e:
+        print(f"lmfix: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmfix: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""WikiText-style word-level corpora: reading, vocabulary, and the batch layout of the
+PyTorch ``word_language_model`` example, so perplexities are comparable with it.
+
+Tokenization follows that example exactly: each line is split on whitespace and an ``<eos>``
+is appended to every line, blank lines included. On WikiText-2 this gives 2,088,628 / 217,646 /
+245,569 tokens (train/valid/test) and 33,278 types.
+
+Example::
+
+    >>> corpus = load_corpus("../shared/data/wikitext-2")      # doctest: +SKIP
+    >>> len(corpus.vocab), corpus.train.numel()                  # doctest: +SKIP
+    (33278, 2088628)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import LmfixError
+
+EOS = "<eos>"
+UNK = "<unk>"
+SPLITS = ("train", "valid", "test")
+# Accepted file names per split: the example's renamed files, then the original archive's.
+_FILE_NAMES = {s: (f"{s}.txt", f"wiki.{s}.tokens") for s in SPLITS}
+_HUB_REPO = "Salesforce/wikitext"
+_HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+DEFAULT_HUB = "wikitext-2-v1"
+
+
+@dataclass
+class Vocab:
+    """Words in order of first appearance in the training split; a word's id is its index."""
+
+    words: list[str]
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass
+class Corpus:
+    name: str
+    source: str
+    vocab: Vocab
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    train_sha256: str
+    unk_replaced: dict[str, int] = field(default_factory=dict)
+
+    def split(self, name: str) -> torch.Tensor:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+
+def build_vocab(lines: list[str]) -> Vocab:
+    seen: dict[str, int] = {}
+    for line in lines:
+        for w in line.split():
+            if w not in seen:
+                seen[w] = len(seen)
+        if EOS not in seen:
+            seen[EOS] = len(seen)
+    # A general corpus may lack <unk>; valid/test words absent from train need it.
+    if UNK not in seen:
+        seen[UNK] = len(seen)
+    return Vocab(list(seen), seen)
+
+
+def encode(lines: list[str], vocab: Vocab) -> tuple[torch.Tensor, int]:
+    """Token ids with one <eos> per line; words outside ``vocab`` become <unk> (counted)."""
+    index, eos, unk = vocab.index, vocab.index[EOS], vocab.index[UNK]
+    ids: list[int] = []
+    n_unk = 0
+    for line in lines:
+        for w in line.split():
+            i = index.get(w)
+            if i is None:
+                i, n_unk = unk, n_unk + 1
+            ids.append(i)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long), n_unk
+
+
+def sentences(ids: torch.Tensor, vocab: Vocab) -> list[list[str]]:
+    """The id stream cut after each <eos>, as words (each sentence keeps its <eos>)."""
+    words, eos = vocab.words, vocab.index[EOS]
+    out, cur = [], []
+    for i in ids.tolist():
+        cur.append(words[i])
+        if i == eos:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def corpus_from_lines(name: str, source: str, split_lines: dict[str, list[str]],
+                      train_sha256: str | None = None) -> Corpus:
+    for s in SPLITS:
+        if not split_lines[s]:
+            raise LmfixError(f"{source}: the {s} split has no tokens")
+    vocab = build_vocab(split_lines["train"])
+    streams, unk = {}, {}
+    for s in SPLITS:
+        streams[s], unk[s] = encode(split_lines[s], vocab)
+    digest = train_sha256 or hashlib.sha256("".join(split_lines["train"]).encode()).hexdigest()
+    return Corpus(name, source, vocab, streams["train"], streams["valid"], streams["test"],
+                  digest, unk)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", newline=None) as f:
+            return f.readlines()
+    except UnicodeDecodeError as e:
+        raise LmfixError(f"{path}: not UTF-8 text (byte {e.start}); "
+                         "lmfix expects word-level WikiText-style text files") from None
+    except OSError as e:
+        raise LmfixError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def find_split_files(directory: Path) -> dict[str, Path]:
+    if not directory.exists():
+        raise LmfixError(f"data directory {directory} does not exist")
+    if not directory.is_dir():
+        raise LmfixError(f"data path {directory} is not a directory")
+    files = {}
+    for s, names in _FILE_NAMES.items():
+        hit = next((directory / n for n in names if (directory / n).is_file()), None)
+        if hit is None:
+            raise LmfixError(f"{directory}: no {s} split (expected {' or '.join(names)})")
+        files[s] = hit
+    return files
+
+
+def load_directory(directory: str | os.PathLike) -> Corpus:
+    directory = Path(directory)
+    files = find_split_files(directory)
+    lines = {s: _read_lines(p) for s, p in files.items()}
+    for s, p in files.items():
+        if not lines[s]:
+            raise LmfixError(f"{p}: the {s} split is empty (no tokens)")
+    # The checksum of the file's bytes, so it can be compared with published ones (SOURCE.md).
+    digest = hashlib.sha256(files["train"].read_bytes()).hexdigest()
+    return corpus_from_lines(directory.name, str(directory.resolve()), lines, digest)
+
+
+def load_hub(name: str = DEFAULT_HUB) -> Corpus:
+    """WikiText from the Hugging Face hub through ``datasets`` (cached by ``datasets``).
+
+    ``name`` is a config of ``Salesforce/wikitext`` (``wikitext-2-v1``, ``wikitext-103-v1``) or
+    ``OWNER/REPO:CONFIG`` for another dataset with a ``text`` column and the same splits.
+    """
+    repo, config = (name.split(":", 1) + [None])[:2] if "/" in name else (_HUB_REPO, name)
+    try:
+        import datasets
+        ds = datasets.load_dataset(repo, config)
+    except Exception as e:  # datasets raises many types offline (ConnectionError, HfHubHTTPError...)
+        raise LmfixError(
+            f"could not load {repo} ({config}) from the Hugging Face hub: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}\n"
+            "Provide the data either way:\n"
+            "  --data DIR (or LMFIX_DATA=DIR): a directory with train.txt, valid.txt, test.txt\n"
+            "      (or wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)\n"
+            "  --data hub:wikitext-2-v1 with network access (cached after the first download)"
+        ) from None
+    try:
+        lines = {s: [t if t.endswith("\n") else t + "\n" for t in ds[_HUB_SPLITS[s]]["text"]]
+                 for s in SPLITS}
+    except (KeyError, TypeError) as e:
+        raise LmfixError(f"hub dataset {repo} ({config}) lacks split/column {e}") from None
+    return corpus_from_lines(config or repo, f"hub:{repo}:{config}", lines)
+
+
+def resolve_data_spec(spec: str | None) -> str:
+    """``--data`` wins, then ``$LMFIX_DATA``, then the hub's WikiText-2."""
+    return spec or os.environ.get("LMFIX_DATA") or f"hub:{DEFAULT_HUB}"
+
+
+def load_corpus(spec: str | None = None) -> Corpus:
+    spec = resolve_data_spec(spec)
+    if spec.startswith("hub:"):
+        return load_hub(spec[4:] or DEFAULT_HUB)
+    return load_directory(spec)
+
+
+# Batch layout, as in the PyTorch word_language_model example. The token stream
+#   a b c d e f g h i j k l m n o p q r s t u v w x      (24 tokens)
+# is cut into ``bsz`` = 4 contiguous columns, each read top to bottom independently:
+#   ┌ a g m s ┐
+#   │ b h n t │
+#   │ c i o u │
+#   │ d j p v │
+#   │ e k q w │
+#   └ f l r x ┘
+# Tokens that do not fill a whole row are dropped. Batches are ``bptt`` consecutive rows
+# (with bptt = 2: rows a..b as input, b..c as target), and the LSTM's hidden state is carried
+# from one chunk to the next, so column j is one long sequence.
+
+
+def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
+    nbatch = data.numel() // bsz
+    if nbatch < 2:
+        raise LmfixError(f"{data.numel()} tokens are too few for a batch size of {bsz}")
+    return data[: nbatch * bsz].view(bsz, nbatch).t().contiguous()
+
+
+def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows i..i+L-1 as input and rows i+1..i+L as target (flattened), L ≤ bptt."""
+    seq_len = min(bptt, len(source) - 1 - i)
+    return source[i: i + seq_len], source[i + 1: i + 1 + seq_len].reshape(-1)

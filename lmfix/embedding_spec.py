@@ -1,0 +1,57 @@
+"""Turn an ``--embedding`` value into a model mode and, for fixed embeddings, its V×d matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import LmfixError
+
+LEARNED_SPECS = ("learned", "learned-untied")
+BASIS_SPECS = ("random-orthogonal", "hadamard")
+
+
+@dataclass
+class ResolvedEmbedding:
+    mode: str  # model mode: learned | learned-untied | fixed
+    source: str  # learned | word2vec | pmi | random-orthogonal | hadamard | file
+    dim: int | None  # the file's dimension, None when the caller chooses it
+    matrix: torch.Tensor | None = None  # V×d rows in vocabulary order (fixed only)
+    coverage: dict = field(default_factory=dict)
+
+
+def describe_spec(spec: str) -> str:
+    if spec in LEARNED_SPECS + BASIS_SPECS:
+        return spec
+    return f"file {spec}"
+
+
+def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
+                      oov: str = "error") -> ResolvedEmbedding:
+    """``emsize`` None means "take the file's dimension" (200 for learned and bases)."""
+    if spec in LEARNED_SPECS:
+        return ResolvedEmbedding(spec, "learned", emsize or 200)
+    if spec in BASIS_SPECS:
+        from .embeddings import bases
+        d = emsize or 200
+        make = bases.random_orthogonal if spec == "random-orthogonal" else bases.hadamard
+        m = torch.from_numpy(np.asarray(make(len(vocab_words), d, seed), dtype=np.float32))
+        return ResolvedEmbedding("fixed", spec, d, m, {"covered": len(vocab_words), "missing": 0,
+                                                       "vocab_size": len(vocab_words)})
+    path = Path(spec)
+    if not path.exists():
+        raise LmfixError(f"--embedding {spec!r}: not one of {', '.join(LEARNED_SPECS + BASIS_SPECS)}"
+                         " and no such file")
+    from .embeddings.vectors import align_to_vocab, load_embeddings
+    emb = load_embeddings(path)
+    d = emb.vectors.shape[1]
+    if emsize is not None and emsize != d:
+        raise LmfixError(f"{path} has {d}-dimensional vectors but --emsize is {emsize}; "
+                         f"drop --emsize or pass --emsize {d}")
+    matrix, coverage = align_to_vocab(emb, vocab_words, oov=oov, seed=seed)
+    source = str((emb.meta or {}).get("method") or "file")
+    return ResolvedEmbedding("fixed", source, d, torch.from_numpy(np.asarray(matrix, np.float32)),
+                             coverage)

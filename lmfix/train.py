@@ -1,0 +1,312 @@
+"""Training and evaluation, in the regime of the PyTorch ``word_language_model`` example.
+
+Plain SGD at lr 20 with gradient clipping 0.25, lr divided by 4 whenever validation loss does not
+improve, the best-validation model kept and tested; eval batch size 10; perplexity is
+exp(token-weighted mean NLL). Everything a run produces goes into its run directory
+(see :mod:`lmfix.rundir`), and a checkpoint at every epoch end (and every few minutes) lets
+``--resume`` continue exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import rundir
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import Corpus, batchify, get_batch, load_corpus
+from .embedding_spec import resolve_embedding
+from .errors import LmfixError
+from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None
+    embedding: str = "learned"
+    out: str = "runs/run"
+    emsize: int | None = None  # None: the embedding file's dimension, else 200
+    nhid: int | None = None  # None: same as emsize
+    nlayers: int = 2
+    dropout: float = 0.2
+    lr: float = 20.0
+    clip: float = 0.25
+    epochs: int = 40
+    batch_size: int = 20
+    eval_batch_size: int = 10
+    bptt: int = 35
+    seed: int = 1111
+    device: str = "auto"
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    max_train_tokens: int | None = None
+    max_eval_tokens: int | None = None
+    max_minutes: float | None = None
+    embedding_norm: str = "mean-unit"
+    cosine: bool = False
+    scale_init: float | None = None
+    oov: str = "error"
+    log_interval: int = 200
+    checkpoint_every: float = 10.0  # minutes between mid-epoch checkpoints
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LmfixError("--device cuda was asked for but no CUDA GPU is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise LmfixError(f"--device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":  # the example's manual update p -= lr * grad, as an optimizer
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
+
+
+@torch.no_grad()
+def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int) -> tuple[float, int]:
+    """Token-weighted mean NLL over a batchified split, hidden state carried across chunks."""
+    model.eval()
+    hidden = model.init_hidden(source.size(1))
+    total = torch.zeros((), dtype=torch.float64, device=source.device)
+    ntok = 0
+    for i in range(0, source.size(0) - 1, bptt):
+        x, y = get_batch(source, i, bptt)
+        out, hidden = model(x, hidden)
+        total += model.loss(out, y, reduction="sum").double()
+        ntok += y.numel()
+    return total.item() / max(ntok, 1), ntok
+
+
+def ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, dict]:
+    res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov)
+    emsize = res.dim
+    mcfg = ModelConfig(vocab_size=len(corpus.vocab), emsize=emsize, nhid=cfg.nhid or emsize,
+                       nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
+                       cosine=cfg.cosine, scale_init=cfg.scale_init)
+    fixed = normalize_vectors(res.matrix, cfg.embedding_norm) if res.matrix is not None else None
+    torch.manual_seed(cfg.seed)
+    model = LSTMLM(mcfg, fixed)
+    info = {"embedding_source": res.source, "coverage": res.coverage}
+    return model, mcfg, info
+
+
+class _Stop(Exception):
+    """Raised inside the batch loop when a signal or the time budget asks to stop."""
+
+
+def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
+          resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Train one model into ``cfg.out``; returns the summary (also written as summary.json)."""
+    out = Path(cfg.out)
+    if resume:
+        cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"],
+                             "out": cfg.out})
+    else:
+        rundir.prepare(out, force=force)
+    corpus = corpus or load_corpus(cfg.data)
+    device = pick_device(cfg.device)
+    random.seed(cfg.seed)
+    model, mcfg, info = build_model(cfg, corpus)
+    model.to(device)
+    opt = make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad],
+                         cfg.lr, cfg.weight_decay)
+    train_ids = corpus.train[: cfg.max_train_tokens] if cfg.max_train_tokens else corpus.train
+    evals = {s: corpus.split(s)[: cfg.max_eval_tokens] if cfg.max_eval_tokens else corpus.split(s)
+             for s in ("valid", "test")}
+    train_data = batchify(train_ids, cfg.batch_size).to(device)
+    val_data = batchify(evals["valid"], cfg.eval_batch_size).to(device)
+    test_data = batchify(evals["test"], cfg.eval_batch_size).to(device)
+    params = count_params(model)
+    state = _fresh_state(cfg)
+    if resume:
+        state = _restore(out, model, opt, device)
+    else:
+        rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
+                                  "corpus": _corpus_info(corpus), **info, "params": params})
+    rundir.set_status(out, "running")
+    with rundir.stop_signals() as stop_flag:
+        try:
+            _loop(cfg, model, opt, train_data, val_data, state, out, stop_flag, progress)
+        except _Stop as why:
+            _checkpoint(out, model, opt, state)
+            rundir.set_status(out, "interrupted", str(why))
+            raise LmfixError(f"{why}; checkpoint saved. Continue with: "
+                             f"lmfix train --resume --out {out}") from None
+        except BaseException as e:
+            rundir.set_status(out, "failed", f"{type(e).__name__}: {e}")
+            raise
+    best = load_checkpoint(out / rundir.BEST, map_location=device)
+    model.load_state_dict(best["model"])
+    test_loss, test_ntok = evaluate(model, test_data, cfg.bptt)
+    summary = _summary(cfg, mcfg, info, params, state, test_loss, test_ntok, val_data,
+                       model, device, command, corpus)
+    rundir.finish(out, summary)
+    return summary
+
+
+def _fresh_state(cfg: TrainConfig) -> dict:
+    return {"epoch": 1, "batch": 0, "lr": cfg.lr, "best_val": None, "best_epoch": None,
+            "tokens_seen": 0, "train_seconds": 0.0, "wall_s": 0.0, "hidden": None,
+            "epoch_loss": 0.0, "epoch_batches": 0, "val_ntok": 0, "done": False}
+
+
+def _checkpoint(out: Path, model, opt, state: dict) -> None:
+    save_checkpoint(out / rundir.LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "state": state, "rng": rng_state()})
+
+
+def _restore(out: Path, model, opt, device) -> dict:
+    ck = load_checkpoint(out / rundir.LAST, map_location=device)
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        set_rng_state(ck["rng"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise LmfixError(f"{out / rundir.LAST} does not match this run's model "
+                         f"({str(e).splitlines()[0]})") from None
+    return state
+
+
+def _loop(cfg, model, opt, train_data, val_data, state, out, stop_flag, progress) -> None:
+    start = time.perf_counter() - state["wall_s"]
+    last_ckpt = time.perf_counter()
+    nbatches = len(range(0, train_data.size(0) - 1, cfg.bptt))
+    params = [p for p in model.parameters() if p.requires_grad]
+    dev = train_data.device
+    while state["epoch"] <= cfg.epochs and not state["done"]:
+        model.train()
+        hidden = state["hidden"] or model.init_hidden(cfg.batch_size)
+        # Losses stay on the device and are read at log intervals only: no per-step host sync.
+        epoch_acc = torch.tensor(state["epoch_loss"], dtype=torch.float64, device=dev)
+        interval_acc, interval_n = torch.zeros((), dtype=torch.float64, device=dev), 0
+        t_epoch = time.perf_counter()
+        bar = tqdm(total=nbatches, initial=state["batch"], disable=not progress or None,
+                   desc=f"epoch {state['epoch']}", unit="batch", leave=False, dynamic_ncols=True)
+
+        def save_position(b: int) -> None:
+            state.update(hidden=tuple(h.detach() for h in hidden), batch=b, epoch_loss=epoch_acc.item(),
+                         wall_s=time.perf_counter() - start)
+
+        for b in range(state["batch"], nbatches):
+            if stop_flag():
+                save_position(b)
+                raise _Stop(f"stopped by signal {stop_flag()}")
+            if cfg.max_minutes and time.perf_counter() - start > cfg.max_minutes * 60:
+                state["done"] = True  # out of time: validate what we have and finish
+                break
+            x, y = get_batch(train_data, b * cfg.bptt, cfg.bptt)
+            hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            out_feat, hidden = model(x, hidden)
+            loss = model.loss(out_feat, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            epoch_acc += loss.detach()
+            interval_acc += loss.detach()
+            interval_n += 1
+            state["epoch_batches"] += 1
+            state["tokens_seen"] += y.numel()
+            state["train_seconds"] += time.perf_counter() - t0
+            bar.update(1)
+            if interval_n == cfg.log_interval or b == nbatches - 1:
+                _log_interval(cfg, model, state, out, bar, interval_acc.item() / interval_n, b)
+                interval_acc.zero_()
+                interval_n = 0
+            if cfg.checkpoint_every and time.perf_counter() - last_ckpt > cfg.checkpoint_every * 60:
+                save_position(b + 1)
+                _checkpoint(out, model, opt, state)
+                last_ckpt = time.perf_counter()
+        bar.close()
+        state["epoch_loss"] = epoch_acc.item()
+        _end_epoch(cfg, model, opt, val_data, state, out, t_epoch, start)
+
+
+def _log_interval(cfg, model, state, out, bar, mean: float, b: int) -> None:
+    if not math.isfinite(mean):
+        raise LmfixError(f"training loss became {mean} in epoch {state['epoch']} batch {b}; "
+                         f"the last good checkpoint is kept in {out} (try a lower --lr)")
+    scale = model.scale.item() if model.scale is not None else None
+    rundir.log(out, {"kind": "step", "epoch": state["epoch"], "step": b + 1,
+                     "tokens_seen": state["tokens_seen"], "train_loss": mean,
+                     "lr": state["lr"], "scale": scale})
+    bar.set_postfix(loss=f"{mean:.2f}", ppl=f"{ppl(mean):.0f}", lr=state["lr"],
+                    tok_s=f"{state['tokens_seen'] / state['train_seconds']:.0f}")
+
+
+def _end_epoch(cfg, model, opt, val_data, state, out, t_epoch, start) -> None:
+    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt)
+    train_loss = state["epoch_loss"] / max(state["epoch_batches"], 1)
+    if not math.isfinite(val_loss):
+        raise LmfixError(f"validation loss became {val_loss} in epoch {state['epoch']}; "
+                         f"the last good checkpoint is kept in {out} (try a lower --lr)")
+    improved = state["best_val"] is None or val_loss < state["best_val"]
+    rundir.log(out, {"kind": "epoch", "epoch": state["epoch"], "train_loss": train_loss,
+                     "train_ppl": ppl(train_loss), "val_loss": val_loss, "val_ppl": ppl(val_loss),
+                     "lr": state["lr"], "scale": model.scale.item() if model.scale is not None
+                     else None, "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"],
+                                                                           1e-9),
+                     "seconds": time.perf_counter() - t_epoch, "tokens_seen": state["tokens_seen"],
+                     "partial": state["done"]})
+    print(f"epoch {state['epoch']:3d} | train ppl {ppl(train_loss):8.2f} | "
+          f"valid ppl {ppl(val_loss):8.2f} | lr {state['lr']:g}"
+          + (f" | scale {model.scale.item():.3f}" if model.scale is not None else ""), flush=True)
+    if improved:
+        state["best_val"], state["best_epoch"] = val_loss, state["epoch"]
+        save_checkpoint(out / rundir.BEST, {"model": model.state_dict()})
+    else:  # the example's schedule: anneal when validation stops improving
+        state["lr"] /= 4.0
+        for g in opt.param_groups:
+            g["lr"] = state["lr"]
+    state.update(epoch=state["epoch"] + 1, batch=0, hidden=None, epoch_loss=0.0, epoch_batches=0,
+                 wall_s=time.perf_counter() - start)
+    _checkpoint(out, model, opt, state)
+
+
+def _corpus_info(corpus: Corpus) -> dict:
+    return {"name": corpus.name, "source": corpus.source, "train_sha256": corpus.train_sha256,
+            "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
+
+
+def _summary(cfg, mcfg, info, params, state, test_loss, test_ntok, val_data, model, device,
+             command, corpus) -> dict:
+    fixed = mcfg.embedding == "fixed"
+    return {
+        "name": Path(cfg.out).name, "embedding": cfg.embedding,
+        "embedding_source": info["embedding_source"], "tied": mcfg.embedding != "learned-untied",
+        "fixed": fixed, "emsize": mcfg.emsize, "nhid": mcfg.nhid, "nlayers": mcfg.nlayers,
+        "vocab_size": mcfg.vocab_size, "params": params,
+        "val_loss": state["best_val"], "val_ppl": ppl(state["best_val"]),
+        "test_loss": test_loss, "test_ppl": ppl(test_loss),
+        "epochs": state["epoch"] - 1, "best_epoch": state["best_epoch"],
+        "train_tokens": state["tokens_seen"],
+        "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
+        "wall_s": state["wall_s"], "device": device.type,
+        "device_name": rundir.device_name(device),
+        "final_scale": model.scale.item() if fixed else None,
+        "eval_tokens": {"valid": state["val_ntok"], "test": test_ntok},
+        "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,
+        "coverage": info["coverage"], "corpus": _corpus_info(corpus),
+        "command": command, "versions": rundir.versions(), "git_commit": rundir.git_commit(),
+        "config": {"train": asdict(cfg), "model": asdict(mcfg)},
+    }

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny corpus written by the tests, and the real WikiText-2 if present."""
+
+from pathlib import Path
+
+import pytest
+
+WIKITEXT2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
+
+TINY_TRAIN = """ = Tiny = \n \n the cat sat on the mat . \n the dog sat on the log . \n""" \
+    """ a cat and a dog ran to the mat . \n the <unk> sat . \n"""
+
+
+@pytest.fixture
+def wikitext2() -> Path:
+    if not (WIKITEXT2 / "train.txt").is_file():
+        pytest.skip(f"WikiText-2 not found at {WIKITEXT2}")
+    return WIKITEXT2
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path) -> Path:
+    """A small corpus in the WikiText layout; valid/test hold a word train lacks ("bird")."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "train.txt").write_text(TINY_TRAIN * 40)
+    (d / "valid.txt").write_text(" the cat sat on the log . \n the bird ran . \n" * 20)
+    (d / "test.txt").write_text(" a dog sat on the mat . \n \n" * 20)
+    return d

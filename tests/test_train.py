@@ -1,0 +1,141 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmfix.checkpoint import load_checkpoint
+from lmfix.cli import main
+from lmfix.errors import LmfixError
+from lmfix.train import TrainConfig, train
+
+TINY = dict(emsize=16, nhid=16, epochs=2, batch_size=4, bptt=8, lr=5.0, log_interval=5)
+
+
+def run_cfg(tiny_corpus_dir, out, **kw):
+    return TrainConfig(data=str(tiny_corpus_dir), out=str(out), **{**TINY, **kw})
+
+
+def test_tiny_end_to_end_writes_a_complete_run_dir(tiny_corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    s = train(run_cfg(tiny_corpus_dir, out), command="test", progress=False)
+    for f in ("config.json", "status.json", "metrics.jsonl", "summary.json", "best.pt",
+              "checkpoint.pt"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    assert math.isfinite(s["test_ppl"]) and s["test_ppl"] < s["vocab_size"]
+    assert s["val_ppl"] == pytest.approx(math.exp(s["val_loss"]))
+    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and s["epochs"] == 2
+    for key in ("vocab_size", "val_ppl", "test_ppl", "params", "tokens_per_s", "wall_s", "device",
+                "embedding", "config"):
+        assert key in s
+    assert s["params"]["total"] == s["params"]["trainable"] + s["params"]["fixed"]
+
+
+def test_perplexity_is_token_weighted_mean_nll(tiny_corpus_dir, tmp_path):
+    """Independent check: recompute test ppl from the best checkpoint with plain logits."""
+    from lmfix.data import batchify, load_corpus
+    from lmfix.model import LSTMLM, ModelConfig
+    out = tmp_path / "run"
+    s = train(run_cfg(tiny_corpus_dir, out, epochs=1), progress=False)
+    corpus = load_corpus(str(tiny_corpus_dir))
+    model = LSTMLM(ModelConfig(**s["config"]["model"]))
+    model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    model.eval()
+    data = batchify(corpus.test, 10)
+    x, y = data[:-1], data[1:].reshape(-1)  # one chunk covering the whole split
+    with torch.no_grad():
+        feats, _ = model(x, model.init_hidden(10))
+        nll = torch.nn.functional.cross_entropy(model.logits(feats), y, reduction="sum")
+    # bptt 8 chunks carry the hidden state, so one long chunk gives the same NLL
+    assert s["test_ppl"] == pytest.approx(math.exp(nll.item() / y.numel()), rel=1e-4)
+    assert s["eval_tokens"]["test"] == y.numel()
+
+
+def test_fixed_embedding_stays_fixed_through_training(tiny_corpus_dir, tmp_path):
+    from lmfix.data import load_corpus
+    from lmfix.embedding_spec import resolve_embedding
+    from lmfix.model import normalize_vectors
+    out = tmp_path / "run"
+    s = train(run_cfg(tiny_corpus_dir, out, embedding="random-orthogonal"), progress=False)
+    learned = train(run_cfg(tiny_corpus_dir, tmp_path / "learned"), progress=False)
+    assert s["fixed"] and s["tied"] and s["final_scale"] is not None
+    assert learned["params"]["trainable"] - s["params"]["trainable"] == s["vocab_size"] * 16 - 1
+    assert s["params"]["fixed"] == s["vocab_size"] * 16
+    corpus = load_corpus(str(tiny_corpus_dir))
+    expect = normalize_vectors(resolve_embedding("random-orthogonal", corpus.vocab.words, 16,
+                                                 1111).matrix, "mean-unit")
+    assert torch.equal(load_checkpoint(out / "best.pt")["model"]["fixed_weight"], expect)
+
+
+def test_embedding_file_by_word_with_coverage(tiny_corpus_dir, tmp_path):
+    from lmfix.data import load_corpus
+    words = load_corpus(str(tiny_corpus_dir)).vocab.words
+    rng = np.random.default_rng(0)
+    path = tmp_path / "vecs.txt"
+    rows = [f"{w} " + " ".join(f"{v:.5f}" for v in rng.normal(size=16)) for w in reversed(words)]
+    path.write_text(f"{len(words)} 16\n" + "\n".join(rows) + "\n")
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "run", embedding=str(path), emsize=None,
+                      nhid=None, epochs=1), progress=False)
+    assert s["emsize"] == 16 and s["fixed"] and s["coverage"]["missing"] == 0
+
+
+def test_max_eval_tokens_is_recorded(tiny_corpus_dir, tmp_path):
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "r", epochs=1, max_eval_tokens=60),
+              progress=False)
+    assert s["max_eval_tokens"] == 60 and s["eval_tokens"]["valid"] <= 60
+
+
+def test_existing_run_is_not_overwritten(tiny_corpus_dir, tmp_path):
+    cfg = run_cfg(tiny_corpus_dir, tmp_path / "r", epochs=1)
+    train(cfg, progress=False)
+    with pytest.raises(LmfixError, match="already holds a run"):
+        train(cfg, progress=False)
+    train(cfg, progress=False, force=True)
+
+
+def test_resume_after_finish_is_a_no_op_and_resume_continues(tiny_corpus_dir, tmp_path):
+    """Training 1 epoch, then resuming with epochs=2 equals training 2 epochs at once."""
+    a = train(run_cfg(tiny_corpus_dir, tmp_path / "a", epochs=2), progress=False)
+    cfg_b = run_cfg(tiny_corpus_dir, tmp_path / "b", epochs=1)
+    train(cfg_b, progress=False)
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    cfg["train"]["epochs"] = 2
+    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg))
+    b = train(cfg_b, resume=True, progress=False)
+    assert b["epochs"] == 2
+    assert b["val_loss"] == a["val_loss"] and b["test_loss"] == a["test_loss"]
+
+
+def cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_cli_train_and_bad_inputs(tiny_corpus_dir, tmp_path, capsys):
+    common = ["--emsize", 16, "--epochs", 1, "--batch-size", 4, "--bptt", 8, "--quiet"]
+    assert cli("train", "--data", tiny_corpus_dir, "--out", tmp_path / "ok", *common) == 0
+    assert "test ppl" in capsys.readouterr().out
+    bad = [
+        ("--data", tmp_path / "missing"),
+        ("--embedding", tmp_path / "nofile.txt"),
+        ("--device", "cuda") if not torch.cuda.is_available() else ("--device", "tpu"),
+        ("--out", tmp_path / "ok"),  # already a finished run there
+    ]
+    for extra in bad:
+        args = ["train", "--data", tiny_corpus_dir, "--out", tmp_path / "x", *common, *extra]
+        assert cli(*args) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("lmfix: error:") and "Traceback" not in err
+    (tmp_path / "afile").write_text("")
+    assert cli("train", "--data", tiny_corpus_dir, "--out", tmp_path / "afile", *common) == 2
+    assert cli("train", "--resume", "--out", tmp_path / "never") == 2
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_corpus_dir, tmp_path):
+    with pytest.raises(LmfixError, match="loss became"):
+        train(run_cfg(tiny_corpus_dir, tmp_path / "r", lr=float("nan"), log_interval=1),
+              progress=False)
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
