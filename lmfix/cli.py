@@ -17,9 +17,16 @@ DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.t
              "default $LMFIX_DATA, else hub:wikitext-2-v1")
 
 
+class _Suppressed:
+    """Stands in for TrainConfig when only flags given on the command line should be set."""
+
+    def __getattr__(self, name):
+        return argparse.SUPPRESS
+
+
 def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
-    """Training flags shared by ``train`` and ``run`` (defaults from TrainConfig)."""
-    d = defaults
+    """Training flags shared by ``train`` and ``run`` (defaults from TrainConfig, or none)."""
+    d = defaults or _Suppressed()
     g = p.add_argument_group("model")
     g.add_argument("--emsize", type=int, default=d.emsize,
                    help="embedding size d (default: the embedding file's, else 200)")
@@ -97,6 +104,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {out}/report.md and {out}/index.html")
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .run import run
+    from .train import TrainConfig
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if hasattr(args, f.name) and f.name not in ("data", "out", "embedding")}
+    variants = args.variants.split(",") if args.variants else None
+    run(args.preset, Path(args.out), args.data, variants, overrides, force=args.force,
+        progress=not args.quiet, command=args.command)
+    print(f"report: {args.out}/report.md and {args.out}/index.html")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
     parser = argparse.ArgumentParser(
@@ -121,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .embeddings.cli import register as register_embeddings
     register_embeddings(sub)
+
+    from .run import DEFAULT_VARIANTS, PRESETS
+    p = sub.add_parser("run", help="the whole comparison: embeddings, every variant, report",
+                       description="Build word2vec and PMI embeddings, train every variant and "
+                       "write the report. Finished variants in --out are kept; interrupted "
+                       "ones resume. Training flags override the preset.")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items())
+                   + " (default %(default)s)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--out", default="runs/quick", help="output directory (default %(default)s)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated: " + ", ".join(DEFAULT_VARIANTS) + ", hadamard, or "
+                        "embedding file paths (default: the first five)")
+    p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_train_flags(p, None)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md, CSV/JSON, plots and index.html",
                        description="Summarize finished run directories (or directories of runs).")

@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import rundir
+from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Corpus, batchify, get_batch, load_corpus
+from .distributed import Dist
 from .embedding_spec import resolve_embedding
 from .errors import LmfixError
 from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
@@ -76,19 +78,43 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
 
 
+@dataclass
+class _Run:
+    """What the training loop works with; only the main process writes to ``out``."""
+
+    cfg: TrainConfig
+    model: LSTMLM
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    out: Path
+    dist: Dist = field(default_factory=Dist)
+    state: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, record: dict) -> None:
+        if self.main:
+            rundir.log(self.out, record)
+
+
 @torch.no_grad()
-def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int) -> tuple[float, int]:
+def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist()) -> tuple[float, int]:
     """Token-weighted mean NLL over a batchified split, hidden state carried across chunks."""
     model.eval()
-    hidden = model.init_hidden(source.size(1))
+    source = distributed.eval_columns(source, d)
     total = torch.zeros((), dtype=torch.float64, device=source.device)
     ntok = 0
-    for i in range(0, source.size(0) - 1, bptt):
-        x, y = get_batch(source, i, bptt)
-        out, hidden = model(x, hidden)
-        total += model.loss(out, y, reduction="sum").double()
-        ntok += y.numel()
-    return total.item() / max(ntok, 1), ntok
+    if source.size(1):
+        hidden = model.init_hidden(source.size(1))
+        for i in range(0, source.size(0) - 1, bptt):
+            x, y = get_batch(source, i, bptt)
+            out, hidden = model(x, hidden)
+            total += model.loss(out, y, reduction="sum").double()
+            ntok += y.numel()
+    total, ntok = distributed.all_reduce_sum([total.item(), ntok], d, source.device)
+    return total / max(ntok, 1), int(ntok)
 
 
 def ppl(loss: float) -> float:
@@ -109,56 +135,81 @@ def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, 
 
 
 class _Stop(Exception):
-    """Raised inside the batch loop when a signal or the time budget asks to stop."""
+    """Raised inside the batch loop when a signal asks to stop."""
 
 
 def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
           resume: bool = False, force: bool = False, progress: bool = True) -> dict:
-    """Train one model into ``cfg.out``; returns the summary (also written as summary.json)."""
+    """Train one model into ``cfg.out``; returns the summary (also written as summary.json).
+
+    Under ``torchrun`` every process calls this; see lmfix.distributed.
+    """
     out = Path(cfg.out)
     if resume:
-        cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"],
-                             "out": cfg.out})
-    else:
+        cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
+    device = pick_device(cfg.device)
+    d = distributed.setup(device)
+    try:
+        if d.enabled and device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+        return _train(cfg, command, corpus, resume, force, progress and d.is_main, device, d)
+    finally:
+        distributed.shutdown(d)
+
+
+def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> dict:
+    out = Path(cfg.out)
+    if not resume and d.is_main:
         rundir.prepare(out, force=force)
     corpus = corpus or load_corpus(cfg.data)
-    device = pick_device(cfg.device)
     random.seed(cfg.seed)
     model, mcfg, info = build_model(cfg, corpus)
     model.to(device)
+    if d.enabled:  # a different dropout stream per rank, as separate batch columns would get
+        torch.manual_seed(cfg.seed + d.rank)
+    net = model
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None)
     opt = make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad],
                          cfg.lr, cfg.weight_decay)
     train_ids = corpus.train[: cfg.max_train_tokens] if cfg.max_train_tokens else corpus.train
     evals = {s: corpus.split(s)[: cfg.max_eval_tokens] if cfg.max_eval_tokens else corpus.split(s)
              for s in ("valid", "test")}
-    train_data = batchify(train_ids, cfg.batch_size).to(device)
+    train_data = distributed.shard_columns(batchify(train_ids, cfg.batch_size), d).to(device)
     val_data = batchify(evals["valid"], cfg.eval_batch_size).to(device)
     test_data = batchify(evals["test"], cfg.eval_batch_size).to(device)
     params = count_params(model)
-    state = _fresh_state(cfg)
+    run = _Run(cfg, model, net, opt, out, d, _fresh_state(cfg))
     if resume:
-        state = _restore(out, model, opt, device)
-    else:
+        run.state = _restore(run, device)
+    elif d.is_main:
         rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
                                   "corpus": _corpus_info(corpus), **info, "params": params})
-    rundir.set_status(out, "running")
+    if d.is_main:
+        rundir.set_status(out, "running")
     with rundir.stop_signals() as stop_flag:
         try:
-            _loop(cfg, model, opt, train_data, val_data, state, out, stop_flag, progress)
+            _loop(run, train_data, val_data, stop_flag, progress)
         except _Stop as why:
-            _checkpoint(out, model, opt, state)
-            rundir.set_status(out, "interrupted", str(why))
+            _checkpoint(run)
+            if d.is_main:
+                rundir.set_status(out, "interrupted", str(why))
             raise LmfixError(f"{why}; checkpoint saved. Continue with: "
                              f"lmfix train --resume --out {out}") from None
         except BaseException as e:
-            rundir.set_status(out, "failed", f"{type(e).__name__}: {e}")
+            if d.is_main:
+                rundir.set_status(out, "failed", f"{type(e).__name__}: {e}")
             raise
     best = load_checkpoint(out / rundir.BEST, map_location=device)
     model.load_state_dict(best["model"])
-    test_loss, test_ntok = evaluate(model, test_data, cfg.bptt)
-    summary = _summary(cfg, mcfg, info, params, state, test_loss, test_ntok, val_data,
-                       model, device, command, corpus)
-    rundir.finish(out, summary)
+    test_loss, test_ntok = evaluate(model, test_data, cfg.bptt, d)
+    summary = _summary(run, mcfg, info, params, test_loss, test_ntok, device, command, corpus)
+    if d.enabled:  # evidence that DDP kept every replica identical
+        checksum = sum(p.double().sum().item() for p in model.parameters())
+        summary["param_checksums"] = distributed.gather_objects(checksum, d)
+    if d.is_main:
+        rundir.finish(out, summary)
     return summary
 
 
@@ -168,33 +219,58 @@ def _fresh_state(cfg: TrainConfig) -> dict:
             "epoch_loss": 0.0, "epoch_batches": 0, "val_ntok": 0, "done": False}
 
 
-def _checkpoint(out: Path, model, opt, state: dict) -> None:
-    save_checkpoint(out / rundir.LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "state": state, "rng": rng_state()})
+def _checkpoint(run: _Run) -> None:
+    """Every process takes part (the hidden state and RNGs are gathered); the main one writes."""
+    state = dict(run.state)
+    if state["hidden"] is not None:
+        state["hidden"] = tuple(distributed.gather_columns(h, run.dist, 1) for h in state["hidden"])
+    rngs = distributed.gather_objects(rng_state(), run.dist)
+    if run.main:
+        save_checkpoint(run.out / rundir.LAST, {"model": run.model.state_dict(),
+                                                "optimizer": run.opt.state_dict(),
+                                                "state": state, "rng": rngs})
 
 
-def _restore(out: Path, model, opt, device) -> dict:
-    ck = load_checkpoint(out / rundir.LAST, map_location=device)
+def _restore(run: _Run, device) -> dict:
+    path = run.out / rundir.LAST
+    ck = load_checkpoint(path, map_location=device)
     try:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        set_rng_state(ck["rng"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise LmfixError(f"{out / rundir.LAST} does not match this run's model "
+        run.model.load_state_dict(ck["model"])
+        run.opt.load_state_dict(ck["optimizer"])
+        state, rngs = ck["state"], ck["rng"]
+        if len(rngs) != run.dist.world_size:
+            raise LmfixError(f"{path} was saved by {len(rngs)} process(es); resume it with as "
+                             f"many (now {run.dist.world_size})")
+        set_rng_state(rngs[run.dist.rank])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise LmfixError(f"{path} does not match this run's model "
                          f"({str(e).splitlines()[0]})") from None
+    if state["hidden"] is not None:
+        # (layers, batch, hidden): this process's columns of the gathered batch
+        state["hidden"] = tuple(distributed.eval_columns(h, run.dist) for h in state["hidden"])
     return state
 
 
-def _loop(cfg, model, opt, train_data, val_data, state, out, stop_flag, progress) -> None:
+def _should_stop(run: _Run, stop_flag, start: float, dev) -> tuple[bool, bool]:
+    """(signal, out of time), agreed by all processes so none waits alone in an all-reduce."""
+    sig = stop_flag() is not None
+    late = bool(run.cfg.max_minutes) and time.perf_counter() - start > run.cfg.max_minutes * 60
+    if run.dist.enabled:
+        sig, late = (v > 0 for v in distributed.all_reduce_sum([sig, late], run.dist, dev))
+    return sig, late
+
+
+def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
+    cfg, model, state = run.cfg, run.model, run.state
     start = time.perf_counter() - state["wall_s"]
     last_ckpt = time.perf_counter()
     nbatches = len(range(0, train_data.size(0) - 1, cfg.bptt))
     params = [p for p in model.parameters() if p.requires_grad]
     dev = train_data.device
+    world = run.dist.world_size
     while state["epoch"] <= cfg.epochs and not state["done"]:
-        model.train()
-        hidden = state["hidden"] or model.init_hidden(cfg.batch_size)
+        run.net.train()
+        hidden = state["hidden"] or model.init_hidden(train_data.size(1))
         # Losses stay on the device and are read at log intervals only: no per-step host sync.
         epoch_acc = torch.tensor(state["epoch_loss"], dtype=torch.float64, device=dev)
         interval_acc, interval_n = torch.zeros((), dtype=torch.float64, device=dev), 0
@@ -203,84 +279,94 @@ def _loop(cfg, model, opt, train_data, val_data, state, out, stop_flag, progress
                    desc=f"epoch {state['epoch']}", unit="batch", leave=False, dynamic_ncols=True)
 
         def save_position(b: int) -> None:
-            state.update(hidden=tuple(h.detach() for h in hidden), batch=b, epoch_loss=epoch_acc.item(),
-                         wall_s=time.perf_counter() - start)
+            state.update(hidden=tuple(h.detach() for h in hidden), batch=b,
+                         epoch_loss=epoch_acc.item(), wall_s=time.perf_counter() - start)
 
         for b in range(state["batch"], nbatches):
-            if stop_flag():
+            sig, late = _should_stop(run, stop_flag, start, dev)
+            if sig:
                 save_position(b)
-                raise _Stop(f"stopped by signal {stop_flag()}")
-            if cfg.max_minutes and time.perf_counter() - start > cfg.max_minutes * 60:
+                raise _Stop(f"stopped by signal {stop_flag() or 'on another process'}")
+            if late:
                 state["done"] = True  # out of time: validate what we have and finish
                 break
             x, y = get_batch(train_data, b * cfg.bptt, cfg.bptt)
             hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
             t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            out_feat, hidden = model(x, hidden)
+            run.opt.zero_grad(set_to_none=True)
+            out_feat, hidden = run.net(x, hidden)
             loss = model.loss(out_feat, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-            opt.step()
+            run.opt.step()
             epoch_acc += loss.detach()
             interval_acc += loss.detach()
             interval_n += 1
             state["epoch_batches"] += 1
-            state["tokens_seen"] += y.numel()
+            state["tokens_seen"] += y.numel() * world
             state["train_seconds"] += time.perf_counter() - t0
             bar.update(1)
             if interval_n == cfg.log_interval or b == nbatches - 1:
-                _log_interval(cfg, model, state, out, bar, interval_acc.item() / interval_n, b)
+                mean = distributed.all_reduce_sum([interval_acc.item() / interval_n], run.dist,
+                                                  dev)[0] / world
+                _log_interval(run, bar, mean, b)
                 interval_acc.zero_()
                 interval_n = 0
             if cfg.checkpoint_every and time.perf_counter() - last_ckpt > cfg.checkpoint_every * 60:
                 save_position(b + 1)
-                _checkpoint(out, model, opt, state)
+                _checkpoint(run)
                 last_ckpt = time.perf_counter()
         bar.close()
         state["epoch_loss"] = epoch_acc.item()
-        _end_epoch(cfg, model, opt, val_data, state, out, t_epoch, start)
+        _end_epoch(run, val_data, t_epoch, start)
 
 
-def _log_interval(cfg, model, state, out, bar, mean: float, b: int) -> None:
+def _log_interval(run: _Run, bar, mean: float, b: int) -> None:
+    state, model = run.state, run.model
     if not math.isfinite(mean):
         raise LmfixError(f"training loss became {mean} in epoch {state['epoch']} batch {b}; "
-                         f"the last good checkpoint is kept in {out} (try a lower --lr)")
+                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
     scale = model.scale.item() if model.scale is not None else None
-    rundir.log(out, {"kind": "step", "epoch": state["epoch"], "step": b + 1,
-                     "tokens_seen": state["tokens_seen"], "train_loss": mean,
-                     "lr": state["lr"], "scale": scale})
+    run.log({"kind": "step", "epoch": state["epoch"], "step": b + 1,
+             "tokens_seen": state["tokens_seen"], "train_loss": mean, "lr": state["lr"],
+             "scale": scale})
     bar.set_postfix(loss=f"{mean:.2f}", ppl=f"{ppl(mean):.0f}", lr=state["lr"],
                     tok_s=f"{state['tokens_seen'] / state['train_seconds']:.0f}")
 
 
-def _end_epoch(cfg, model, opt, val_data, state, out, t_epoch, start) -> None:
-    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt)
-    train_loss = state["epoch_loss"] / max(state["epoch_batches"], 1)
+def _end_epoch(run: _Run, val_data, t_epoch: float, start: float) -> None:
+    cfg, model, state = run.cfg, run.model, run.state
+    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt, run.dist)
+    world = run.dist.world_size
+    train_loss = distributed.all_reduce_sum([state["epoch_loss"]], run.dist, val_data.device)[0] \
+        / world / max(state["epoch_batches"], 1)
     if not math.isfinite(val_loss):
         raise LmfixError(f"validation loss became {val_loss} in epoch {state['epoch']}; "
-                         f"the last good checkpoint is kept in {out} (try a lower --lr)")
-    improved = state["best_val"] is None or val_loss < state["best_val"]
-    rundir.log(out, {"kind": "epoch", "epoch": state["epoch"], "train_loss": train_loss,
-                     "train_ppl": ppl(train_loss), "val_loss": val_loss, "val_ppl": ppl(val_loss),
-                     "lr": state["lr"], "scale": model.scale.item() if model.scale is not None
-                     else None, "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"],
-                                                                           1e-9),
-                     "seconds": time.perf_counter() - t_epoch, "tokens_seen": state["tokens_seen"],
-                     "partial": state["done"]})
-    print(f"epoch {state['epoch']:3d} | train ppl {ppl(train_loss):8.2f} | "
-          f"valid ppl {ppl(val_loss):8.2f} | lr {state['lr']:g}"
-          + (f" | scale {model.scale.item():.3f}" if model.scale is not None else ""), flush=True)
-    if improved:
+                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
+    scale = model.scale.item() if model.scale is not None else None
+    run.log({"kind": "epoch", "epoch": state["epoch"], "train_loss": train_loss,
+             "train_ppl": ppl(train_loss), "val_loss": val_loss, "val_ppl": ppl(val_loss),
+             "lr": state["lr"], "scale": scale,
+             "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
+             "seconds": time.perf_counter() - t_epoch, "tokens_seen": state["tokens_seen"],
+             "partial": state["done"]})
+    if run.main:
+        print(f"epoch {state['epoch']:3d} | train ppl {ppl(train_loss):8.2f} | "
+              f"valid ppl {ppl(val_loss):8.2f} | lr {state['lr']:g}"
+              + (f" | scale {scale:.3f}" if scale is not None else ""), flush=True)
+    if state["best_val"] is None or val_loss < state["best_val"]:
         state["best_val"], state["best_epoch"] = val_loss, state["epoch"]
-        save_checkpoint(out / rundir.BEST, {"model": model.state_dict()})
+        if run.main:
+            save_checkpoint(run.out / rundir.BEST, {"model": model.state_dict()})
     else:  # the example's schedule: anneal when validation stops improving
         state["lr"] /= 4.0
-        for g in opt.param_groups:
+        for g in run.opt.param_groups:
             g["lr"] = state["lr"]
     state.update(epoch=state["epoch"] + 1, batch=0, hidden=None, epoch_loss=0.0, epoch_batches=0,
                  wall_s=time.perf_counter() - start)
-    _checkpoint(out, model, opt, state)
+    _checkpoint(run)
+    if run.dist.enabled:  # best.pt must be on disk before any process reads it
+        torch.distributed.barrier()
 
 
 def _corpus_info(corpus: Corpus) -> dict:
@@ -288,8 +374,9 @@ def _corpus_info(corpus: Corpus) -> dict:
             "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
 
 
-def _summary(cfg, mcfg, info, params, state, test_loss, test_ntok, val_data, model, device,
-             command, corpus) -> dict:
+def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, command,
+             corpus) -> dict:
+    cfg, state, model = run.cfg, run.state, run.model
     fixed = mcfg.embedding == "fixed"
     return {
         "name": Path(cfg.out).name, "embedding": cfg.embedding,
@@ -303,6 +390,8 @@ def _summary(cfg, mcfg, info, params, state, test_loss, test_ntok, val_data, mod
         "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
         "wall_s": state["wall_s"], "device": device.type,
         "device_name": rundir.device_name(device),
+        "world_size": run.dist.world_size,
+        "grad_bytes_per_step": distributed.grad_bytes_per_step(model),
         "final_scale": model.scale.item() if fixed else None,
         "eval_tokens": {"valid": state["val_ntok"], "test": test_ntok},
         "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,

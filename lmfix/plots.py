@@ -1,0 +1,185 @@
+"""The three report figures, drawn headless and written atomically.
+
+The functions take plain series (label, colour, numbers) rather than run directories, so the
+drawing code knows nothing about the file formats; :mod:`lmfix.report` does the extraction.
+
+We draw on a bare :class:`~matplotlib.figure.Figure` with the Agg canvas instead of going
+through ``pyplot``: that is the Agg backend without ``matplotlib.use`` flipping the backend
+of a host process (a notebook calling ``write_report`` keeps its own), and without pyplot's
+global figure registry, which leaks memory when figures are not closed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from .fsutil import atomic_open
+
+# tab10: distinguishable and colour-blind tolerant; index = the run's row in the table, so a
+# variant keeps its colour in every figure.
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_LINESTYLES = ["-", "--", "-.", ":"]  # beyond 10 variants colours repeat; the dash tells them apart
+
+
+def color(i: int) -> str:
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def _linestyle(i: int) -> str:
+    return _LINESTYLES[(i // len(_PALETTE)) % len(_LINESTYLES)]
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def _finite_pairs(xs: Sequence, ys: Sequence, positive_x: bool = False) -> tuple[list, list]:
+    """Keep points a plot can show: finite numbers, and x > 0 where the x-axis is logarithmic."""
+    out_x, out_y = [], []
+    for x, y in zip(xs, ys):
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        if positive_x and x <= 0:
+            continue
+        out_x.append(x)
+        out_y.append(y)
+    return out_x, out_y
+
+
+def _readable_log_y(ax, values: list[float]) -> None:
+    """Log y-axis with plain numbers ("150", not "1.5x10^2").
+
+    Perplexities of comparable runs usually sit within one decade, where a log axis has no
+    major tick at all; label the minor ticks then, otherwise only the decades.
+    """
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) < 10:
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    else:
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot_val_ppl(series: list[dict], path: Path) -> None:
+    """Validation perplexity per epoch, every variant on one log axis.
+
+    ``series``: dicts with ``label``, ``index`` (colour), ``epochs`` and ``val_ppl`` lists.
+    Every point gets a marker so that a one-epoch run still shows up (a line needs two).
+    """
+    from matplotlib import ticker
+
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    values = []
+    for s in series:
+        xs, ys = _finite_pairs(s["epochs"], s["val_ppl"])
+        if not xs:
+            continue
+        values += ys
+        ax.plot(xs, ys, marker="o", markersize=7 if len(xs) == 1 else 4,
+                color=color(s["index"]), linestyle=_linestyle(s["index"]), label=s["label"])
+    if values:
+        _readable_log_y(ax, values)
+    else:  # every run diverged (inf/nan): still write the figure, saying so
+        ax.text(0.5, 0.5, "no finite validation perplexity to plot", ha="center",
+                transform=ax.transAxes)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation perplexity (log scale, lower is better)")
+    ax.set_title("Validation perplexity per epoch")
+    ax.grid(True, which="both", alpha=0.3)
+    if values:
+        ax.legend(title="variant", fontsize="small")
+    _save(fig, path)
+
+
+def plot_scale(series: list[dict], path: Path) -> bool:
+    """The learned global logit scale against tokens seen (log x), fixed variants only.
+
+    ``series``: dicts with ``label``, ``index``, ``steps`` and ``epochs``, each a list of
+    ``(tokens_seen, scale)``. Returns False and writes nothing when there is no point to plot.
+    """
+    from matplotlib.lines import Line2D
+
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    plotted = any_epoch = False
+    for s in series:
+        c, ls = color(s["index"]), _linestyle(s["index"])
+        sx, sy = _finite_pairs([p[0] for p in s["steps"]], [p[1] for p in s["steps"]], True)
+        ex, ey = _finite_pairs([p[0] for p in s["epochs"]], [p[1] for p in s["epochs"]], True)
+        if not sx and not ex:
+            continue
+        if sx:
+            ax.plot(sx, sy, color=c, linestyle=ls, linewidth=1.5,
+                    marker="o" if len(sx) == 1 else None, label=s["label"])
+        if ex:
+            # Epoch-end values as squares on the same colour; labelled only when there is no
+            # step curve to carry the variant's name.
+            ax.plot(ex, ey, linestyle="none", marker="s", markersize=6, color=c,
+                    markeredgecolor="black", label="_nolegend_" if sx else s["label"])
+            any_epoch = True
+        plotted = True
+    if not plotted:
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen (log scale)")
+    ax.set_ylabel("learned global scale on the logits")
+    ax.set_title("Learned logit scale of the fixed-embedding variants")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if any_epoch:
+        handles.append(Line2D([], [], linestyle="none", marker="s", color="white",
+                              markeredgecolor="black", label="end of epoch"))
+    ax.legend(handles=handles, title="variant", fontsize="small")
+    _save(fig, path)
+    return True
+
+
+def plot_params(bars: list[dict], path: Path) -> None:
+    """Stacked horizontal bars: trainable + fixed parameters per variant.
+
+    ``bars``: dicts with ``label``, ``trainable``, ``fixed`` and ``pct`` (% of the baseline's
+    trainable parameters, or None). Horizontal, so long variant names stay readable.
+    """
+    fig = _new_figure(9, max(3.0, 0.55 * len(bars) + 1.6))
+    ax = fig.add_subplot()
+    labels = [b["label"] for b in bars]
+    trainable = [b["trainable"] / 1e6 for b in bars]
+    fixed = [b["fixed"] / 1e6 for b in bars]
+    ys = list(range(len(bars)))
+    ax.barh(ys, trainable, color="#1f77b4", label="trainable")
+    ax.barh(ys, fixed, left=trainable, color="#d9d9d9", hatch="//", edgecolor="#7f7f7f",
+            label="fixed (frozen)")
+    widest = max([t + f for t, f in zip(trainable, fixed)] + [1e-9])
+    for y, b, t, f in zip(ys, bars, trainable, fixed):
+        note = f"{t:.2f}M trainable"
+        if b["pct"] is not None:
+            note += f" ({b['pct']:.1f}% of baseline)"
+        ax.text(t + f + widest * 0.01, y, note, va="center", fontsize="small")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()  # first table row on top, as in the table
+    ax.set_xlim(0, widest * 1.5)  # room for the annotations
+    ax.set_xlabel("parameters (millions)")
+    ax.set_title("Trainable vs fixed parameters per variant")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, axis="x", alpha=0.3)
+    _save(fig, path)

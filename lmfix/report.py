@@ -1,0 +1,510 @@
+"""Compare finished ``lmfix train`` runs: a paper-style table, machine-readable results, plots
+and a standalone HTML page.
+
+``write_report(run_dirs, out_dir)`` writes into ``out_dir``::
+
+    report.md     table + exact commands + versions/devices + runs that did not finish
+    results.csv   one row per finished run, unformatted numbers (same columns as results.json)
+    results.json  {"baseline", "runs", "not_complete", "plots", "notes"}
+    val_ppl.png   validation perplexity per epoch, all variants
+    scale.png     learned logit scale vs tokens seen, fixed variants (skipped if none logged)
+    params.png    trainable vs fixed parameters per variant
+    index.html    all of the above in one file (images embedded), viewable offline
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .errors import LmfixError
+from .fsutil import atomic_open, read_json, write_json, write_text
+
+DASH = "—"
+PARTIAL_MARK = "†"
+
+# Flat columns of results.csv and of each results.json "runs" entry, in this order.
+FIELDS = [
+    "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "emsize", "nhid",
+    "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
+    "params_embedding_trainable", "params_embedding_fixed", "trainable_pct_of_baseline",
+    "val_loss", "val_ppl", "test_loss", "test_ppl", "epochs", "best_epoch", "train_tokens",
+    "wall_s", "tokens_per_s", "device", "device_name", "final_scale", "max_train_tokens",
+    "max_eval_tokens",
+    "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
+    "python_version", "git_commit",
+]
+COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "trainable params", "fixed params",
+           "total params", "trainable % of baseline", "val ppl", "test ppl", "epochs",
+           "wall time", "tokens/s", "device"]
+
+HOW_TO_READ = (
+    "How to read this table: each row is one finished training run. *Trainable* parameters "
+    "are updated by the optimizer; *fixed* parameters are part of the model but frozen (the "
+    "fixed embedding matrix, used both as the input embedding and, tied, as the output "
+    "classifier). *Trainable % of baseline* divides a run's trainable parameters by those of "
+    "the baseline run (embedding `{baseline}`; by default the learned, untied embedding): the "
+    "paper reports that a fixed tied embedding with a learned logit scale trains about 89% "
+    "fewer parameters (about 11% of the baseline) at a similar perplexity. Perplexity is "
+    "exp(mean cross-entropy per token), lower is better; val ppl is the best epoch's. Rows are "
+    "only comparable on the same data, vocabulary and evaluation split. Wall time and tokens/s "
+    "depend on the device: compare them only between rows run on the same device."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading run directories
+
+
+def _is_run_dir(p: Path) -> bool:
+    return (p / "status.json").is_file() or (p / "config.json").is_file()
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Turn the user's paths into run directories (see :func:`collect_runs` for the rule)."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise LmfixError(f"{p}: no such directory")
+        if not p.is_dir():
+            raise LmfixError(f"{p}: not a directory (expected a run directory of `lmfix train`)")
+        if _is_run_dir(p):
+            found.append(p)
+            continue
+        # One level only, never a recursive walk: a stray directory further down (a copy,
+        # a backup) would otherwise slip into the comparison unnoticed.
+        children = [c for parent in (p, p / "runs") if parent.is_dir()
+                    for c in sorted(parent.iterdir()) if c.is_dir() and _is_run_dir(c)]
+        if not children:
+            raise LmfixError(
+                f"{p}: not a run directory (no status.json or config.json) and contains no "
+                f"run directories (looked in {p}/*/ and {p}/runs/*/)")
+        found += children
+    unique, seen = [], set()
+    for p in found:  # a run named twice (directly and through its parent) counts once
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _num(x: Any) -> float | int | None:
+    return x if _is_num(x) else None
+
+
+def _check_summary(s: Any, path: Path) -> dict:
+    """Reject a summary the table cannot be built from, naming the offending field."""
+    def bad(what: str) -> LmfixError:
+        return LmfixError(f"{path}: malformed summary.json: {what}")
+
+    if not isinstance(s, dict):
+        raise bad(f"expected a JSON object, got {type(s).__name__}")
+    for key in ("name", "embedding"):
+        if not isinstance(s.get(key), str) or not s[key]:
+            raise bad(f"'{key}' should be a non-empty string, got {s.get(key)!r}")
+    for key in ("tied", "fixed"):
+        if not isinstance(s.get(key), bool):
+            raise bad(f"'{key}' should be true or false, got {s.get(key)!r}")
+    if not isinstance(s.get("params"), dict):
+        raise bad(f"'params' should be an object, got {s.get('params')!r}")
+    for key in ("trainable", "fixed", "total"):
+        if not _is_num(s["params"].get(key)):
+            raise bad(f"'params.{key}' should be a number, got {s['params'].get(key)!r}")
+    for key in ("emsize", "val_ppl", "test_ppl"):
+        if not _is_num(s.get(key)):
+            raise bad(f"'{key}' should be a number, got {s.get(key)!r}")
+    return s
+
+
+def read_metrics(path: Path) -> tuple[list[dict], int]:
+    """Records of a metrics.jsonl and the number of lines skipped.
+
+    A crash mid-write leaves a truncated last line; skipping unparseable lines keeps every
+    complete record instead of losing the whole run's curves.
+    """
+    records, skipped = [], 0
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], 0
+    except OSError as e:
+        raise LmfixError(f"cannot read {path}: {e.strerror or e}") from None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            skipped += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def collect_runs(run_dirs: list[Path]) -> list[dict]:
+    """Read run directories into dicts: ``dir, name, status, error, updated, config, summary,
+    metrics, skipped_lines, finished``.
+
+    Which paths count: a directory holding ``status.json`` or ``config.json`` is a run
+    directory. Any other directory is a parent: the run directories directly inside it
+    (``P/*/``) and inside ``P/runs/`` (``P/runs/*/``) are taken, in name order, one level deep.
+    A run is *finished* only when its status says so and summary.json exists; every other
+    run is returned too (``finished`` False) so the report can list it as not complete.
+    """
+    if not run_dirs:
+        raise LmfixError("no run directories given")
+    runs = []
+    for d in _expand(list(run_dirs)):
+        status = read_json(d / "status.json") if (d / "status.json").is_file() else None
+        if status is not None and not isinstance(status, dict):
+            raise LmfixError(f"{d / 'status.json'}: expected a JSON object")
+        config = read_json(d / "config.json") if (d / "config.json").is_file() else {}
+        config = config if isinstance(config, dict) else {}
+        summary = None
+        if (d / "summary.json").is_file():
+            summary = _check_summary(read_json(d / "summary.json"), d / "summary.json")
+        state = (status or {}).get("status") or "unknown (no status.json)"
+        error = (status or {}).get("error")
+        if state == "finished" and summary is None:
+            error = error or "status is finished but summary.json is missing"
+        metrics, skipped = read_metrics(d / "metrics.jsonl")
+        name = (summary or {}).get("name") or config.get("name") or d.name
+        runs.append({
+            "dir": d, "name": str(name), "status": str(state), "error": error,
+            "updated": (status or {}).get("updated"), "config": config, "summary": summary,
+            "metrics": metrics, "skipped_lines": skipped,
+            "finished": state == "finished" and summary is not None,
+        })
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and formatting
+
+
+def _row(run: dict, baseline_trainable: float | None) -> dict:
+    s, p = run["summary"], run["summary"]["params"]
+    ev, ver = s.get("eval_tokens") or {}, s.get("versions") or {}
+    pct = None
+    if baseline_trainable:  # a zero-trainable baseline would make the ratio meaningless
+        pct = 100.0 * p["trainable"] / baseline_trainable
+    return {
+        "name": run["label"], "run_dir": str(run["dir"]), "embedding": s["embedding"],
+        "embedding_source": s.get("embedding_source") or s["embedding"],
+        "tied": s["tied"], "fixed": s["fixed"], "emsize": s["emsize"],
+        "nhid": _num(s.get("nhid")), "nlayers": _num(s.get("nlayers")),
+        "vocab_size": _num(s.get("vocab_size")),
+        "params_trainable": p["trainable"], "params_fixed": p["fixed"],
+        "params_total": p["total"],
+        "params_embedding_trainable": _num(p.get("embedding_trainable")),
+        "params_embedding_fixed": _num(p.get("embedding_fixed")),
+        "trainable_pct_of_baseline": pct,
+        "val_loss": _num(s.get("val_loss")), "val_ppl": s["val_ppl"],
+        "test_loss": _num(s.get("test_loss")), "test_ppl": s["test_ppl"],
+        "epochs": _num(s.get("epochs")), "best_epoch": _num(s.get("best_epoch")),
+        "train_tokens": _num(s.get("train_tokens")), "wall_s": _num(s.get("wall_s")),
+        "tokens_per_s": _num(s.get("tokens_per_s")), "device": s.get("device"),
+        "device_name": s.get("device_name"), "final_scale": _num(s.get("final_scale")),
+        "max_train_tokens": _num(s.get("max_train_tokens")),
+        "max_eval_tokens": _num(s.get("max_eval_tokens")),
+        "eval_tokens_valid": _num(ev.get("valid")), "eval_tokens_test": _num(ev.get("test")),
+        "command": s.get("command"), "lmfix_version": ver.get("lmfix"),
+        "torch_version": ver.get("torch"), "python_version": ver.get("python"),
+        "git_commit": s.get("git_commit"),
+    }
+
+
+def fmt_int(x: Any) -> str:
+    if not _is_num(x) or not math.isfinite(x):
+        return DASH if x is None else str(x)
+    return f"{int(round(x)):,}"
+
+
+def fmt_ppl(x: Any) -> str:
+    if not _is_num(x) or not math.isfinite(x):
+        return DASH if x is None else str(x)  # inf/nan from a diverged run stay visible
+    return f"{x:,.2f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    if x is None:
+        return DASH
+    return f"{x:.1f}%" if x >= 0.1 or x == 0 else f"{x:.2g}%"
+
+
+def fmt_duration(seconds: Any) -> str:
+    if not _is_num(seconds) or not math.isfinite(seconds) or seconds < 0:
+        return DASH
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _cells(r: dict) -> list[str]:
+    """One table row as display strings (shared by report.md and index.html)."""
+    mark = f" {PARTIAL_MARK}" if r["max_eval_tokens"] is not None else ""
+    epochs = fmt_int(r["epochs"])
+    if r["best_epoch"] is not None and r["best_epoch"] != r["epochs"]:
+        epochs += f" (best {fmt_int(r['best_epoch'])})"
+    return [
+        r["name"], r["embedding_source"], "yes" if r["tied"] else "no",
+        "yes" if r["fixed"] else "no", fmt_int(r["emsize"]), fmt_int(r["params_trainable"]),
+        fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
+        fmt_pct(r["trainable_pct_of_baseline"]), fmt_ppl(r["val_ppl"]) + mark,
+        fmt_ppl(r["test_ppl"]) + mark, epochs, fmt_duration(r["wall_s"]),
+        fmt_int(r["tokens_per_s"]), r["device_name"] or r["device"] or DASH,
+    ]
+
+
+def _grouped(pairs: list[tuple[str, Any]], unknown: str = "unknown") -> str:
+    """``value`` when all runs agree, else ``value (run, run); value (run)``."""
+    groups: dict[str, list[str]] = {}
+    for name, value in pairs:
+        groups.setdefault(unknown if value in (None, "") else str(value), []).append(name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{v} ({', '.join(names)})" for v, names in groups.items())
+
+
+def _environment(rows: list[dict]) -> dict[str, str]:
+    def by(key: str, unknown: str = "unknown") -> str:
+        return _grouped([(r["name"], r[key]) for r in rows], unknown)
+
+    devices = [(r["name"], " — ".join(x for x in (r["device"], r["device_name"]) if x))
+               for r in rows]
+    return {"lmfix version": by("lmfix_version"),
+            "git commit": by("git_commit", "unknown (not a git checkout)"),
+            "torch version": by("torch_version"), "Python version": by("python_version"),
+            "device(s)": _grouped(devices)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report assembly
+
+
+def _label_runs(runs: list[dict]) -> None:
+    """Give every run a unique label: two runs with the same name would merge in legends."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["name"]] = counts.get(r["name"], 0) + 1
+    for r in runs:
+        r["label"] = r["name"] if counts[r["name"]] == 1 else f"{r['name']} ({r['dir'].name})"
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf are not JSON; write them as null (the formatted table keeps "inf"/"nan")."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _scale_points(run: dict) -> tuple[list, list]:
+    def pts(kind: str) -> list:
+        return [(m["tokens_seen"], m["scale"]) for m in run["metrics"] if m.get("kind") == kind
+                and _is_num(m.get("tokens_seen")) and _is_num(m.get("scale"))]
+    return pts("step"), pts("epoch")
+
+
+def _draw_plots(done: list[dict], rows: list[dict], out_dir: Path, notes: list[str]) -> dict:
+    val_series = []
+    for i, run in enumerate(done):
+        ep = [m for m in run["metrics"] if m.get("kind") == "epoch"
+              and _is_num(m.get("epoch")) and _is_num(m.get("val_ppl"))]
+        if ep:
+            xs, ys = [m["epoch"] for m in ep], [m["val_ppl"] for m in ep]
+        else:  # no per-epoch log: show the summary's figure as a lone point rather than nothing
+            xs, ys = [run["summary"].get("best_epoch") or run["summary"].get("epochs") or 1], \
+                [run["summary"]["val_ppl"]]
+            notes.append(f"{run['label']}: no epoch records in metrics.jsonl; val_ppl.png "
+                         "shows only its summary value")
+        val_series.append({"label": run["label"], "index": i, "epochs": xs, "val_ppl": ys})
+    plots.plot_val_ppl(val_series, out_dir / "val_ppl.png")
+
+    scale_series = []
+    for i, run in enumerate(done):
+        if run["summary"]["fixed"]:
+            steps, epochs = _scale_points(run)
+            scale_series.append({"label": run["label"], "index": i,
+                                 "steps": steps, "epochs": epochs})
+    have_scale = plots.plot_scale(scale_series, out_dir / "scale.png")
+    if not have_scale:
+        # A scale.png left by an earlier report would show runs that are not in this one.
+        try:
+            (out_dir / "scale.png").unlink(missing_ok=True)
+        except OSError as e:
+            raise LmfixError(f"cannot remove stale {out_dir / 'scale.png'}: {e.strerror or e}")
+        notes.append("scale.png not written: no fixed-embedding run logged a learned scale "
+                     "in metrics.jsonl" if scale_series else
+                     "scale.png not written: there is no fixed-embedding run")
+
+    plots.plot_params([{"label": r["name"], "trainable": r["params_trainable"],
+                        "fixed": r["params_fixed"], "pct": r["trainable_pct_of_baseline"]}
+                       for r in rows], out_dir / "params.png")
+    return {"val_ppl": "val_ppl.png", "scale": "scale.png" if have_scale else None,
+            "params": "params.png"}
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-untied") -> dict:
+    """Write the report files into ``out_dir`` and return the results dict (= results.json).
+
+    ``baseline`` names the reference run for "trainable % of baseline": the first finished
+    run whose ``embedding`` equals it, or failing that whose name equals it.
+    """
+    runs = collect_runs(run_dirs)
+    _label_runs(runs)
+    done = [r for r in runs if r["finished"]]
+    pending = [r for r in runs if not r["finished"]]
+    if not done:
+        listing = "; ".join(f"{r['dir']} ({r['status']}"
+                            + (f": {r['error']})" if r["error"] else ")") for r in runs)
+        raise LmfixError(f"no finished runs to report: {listing}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmfixError(f"{out_dir}: exists and is not a directory")
+
+    base = next((r for r in done if r["summary"]["embedding"] == baseline), None) \
+        or next((r for r in done if r["summary"]["name"] == baseline), None)
+    base_trainable = base["summary"]["params"]["trainable"] if base else None
+    # Most trainable parameters first: the baseline on top, the fixed variants below it.
+    done.sort(key=lambda r: -r["summary"]["params"]["trainable"])
+    rows = [_row(r, base_trainable) for r in done]
+
+    notes = [f"{r['label']}: skipped {r['skipped_lines']} unreadable line(s) in metrics.jsonl "
+             "(e.g. truncated by a crash mid-write)" for r in runs if r["skipped_lines"]]
+    if base is None:
+        notes.append(f"no finished baseline run (embedding `{baseline}`): "
+                     "% of baseline is not available")
+    if len({r["vocab_size"] for r in rows}) > 1:
+        notes.append("runs have different vocabulary sizes: their perplexities are not comparable")
+    partial = [r for r in rows if r["max_eval_tokens"] is not None]
+    if partial:
+        notes.insert(0, f"{PARTIAL_MARK} partial evaluation: "
+                     + ", ".join(f"{r['name']} (at most {fmt_int(r['max_eval_tokens'])} tokens "
+                                 "per split)" for r in partial)
+                     + " evaluated only the start of the validation/test splits; these "
+                       "perplexities are not comparable with full-split figures.")
+
+    capped = [r for r in rows if r["max_train_tokens"] is not None]
+    if capped:
+        notes.append("training was capped: " + ", ".join(
+            f"{r['name']} (at most {fmt_int(r['max_train_tokens'])} tokens)" for r in capped))
+
+    plot_files = _draw_plots(done, rows, out_dir, notes)
+    results = _json_safe({
+        "baseline": {"embedding": baseline, "name": base["label"] if base else None,
+                     "run_dir": str(base["dir"]) if base else None,
+                     "params_trainable": base_trainable},
+        "runs": rows,
+        "not_complete": [{"name": r["label"], "run_dir": str(r["dir"]), "status": r["status"],
+                          "error": r["error"], "updated": r["updated"]} for r in pending],
+        "plots": plot_files,
+        "notes": notes,
+        "environment": _environment(rows),
+    })
+    write_json(out_dir / "results.json", results)
+    _write_csv(out_dir / "results.csv", results["runs"])
+    write_text(out_dir / "report.md", render_markdown(results, rows, baseline))
+    write_text(out_dir / "index.html", render_html(results, rows, baseline, out_dir))
+    return results
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_open(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            # JSON spelling for booleans and missing values, so both files read the same.
+            w.writerow({k: ("true" if v is True else "false" if v is False else
+                            "" if v is None else v) for k, v in r.items()})
+
+
+def _not_complete_line(p: dict) -> str:
+    detail = p["status"] + (f", {p['error']}" if p["error"] else "")
+    if p["updated"]:
+        detail += f", last update {p['updated']}"
+    return f"not complete: {p['name']} ({detail})"
+
+
+def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
+    def md(s: str) -> str:  # a "|" or a line break inside a cell would break the table
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    out = ["# lmfix report", "",
+           "| " + " | ".join(COLUMNS) + " |",
+           "|" + "|".join(":---" if i < 4 else "---:" for i in range(len(COLUMNS))) + "|"]
+    out += ["| " + " | ".join(md(c) for c in _cells(r)) + " |" for r in rows]
+    out.append("")
+    out += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
+    out += [f"- {_not_complete_line(p)}" for p in results["not_complete"]]
+    out += [""] if results["not_complete"] else []
+    out += [HOW_TO_READ.format(baseline=baseline), "", "## Commands", "", "```sh"]
+    for r in rows:
+        out += [f"# {r['name']}", r["command"] or "# (command not recorded)"]
+    out += ["```", "", "## Environment", ""]
+    out += [f"- {k}: {v}" for k, v in results["environment"].items()]
+    out += ["", "## Plots", ""]
+    for key, title in (("val_ppl", "Validation perplexity"), ("scale", "Learned logit scale"),
+                       ("params", "Parameters")):
+        if results["plots"][key]:
+            out.append(f"![{title}]({results['plots'][key]})")
+    return "\n".join(out) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
+color:#222}table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;
+padding:.3em .6em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%;display:block;
+margin:1em 0}.warn{color:#9a4b00}"""
+
+
+def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -> str:
+    e = html.escape
+
+    def img(name: str | None, alt: str) -> str:
+        if not name:
+            return ""
+        data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
+
+    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f'<td{" class=n" if 4 <= i <= 13 else ""}>{e(c)}</td>'
+                                    for i, c in enumerate(_cells(r))) + "</tr>\n" for r in rows)
+    parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+             f"<title>lmfix report</title><style>{_CSS}</style></head><body>",
+             "<h1>lmfix report</h1>", f"<table><tr>{head}</tr>\n{body}</table>"]
+    parts += [f'<p class="warn">{e(n)}</p>' for n in results["notes"]]
+    if results["not_complete"]:
+        parts.append("<ul>" + "".join(f"<li>{e(_not_complete_line(p))}</li>"
+                                      for p in results["not_complete"]) + "</ul>")
+    # The paragraph is written in Markdown; drop its emphasis marks rather than show them raw.
+    how = HOW_TO_READ.format(baseline=baseline).replace("*", "").replace("`", "")
+    parts.append(f"<p>{e(how)}</p>")
+    parts.append("<h2>Plots</h2>" + img(results["plots"]["val_ppl"], "validation perplexity")
+                 + img(results["plots"]["scale"], "learned logit scale")
+                 + img(results["plots"]["params"], "trainable vs fixed parameters"))
+    cmds = "\n".join(f"# {r['name']}\n{r['command'] or '# (command not recorded)'}" for r in rows)
+    parts.append(f"<h2>Commands</h2><pre>{e(cmds)}</pre><h2>Environment</h2><ul>")
+    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in results["environment"].items()]
+    parts.append("</ul></body></html>\n")
+    return "\n".join(parts)
