@@ -48,6 +48,13 @@ def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
     g.add_argument("--oov", choices=("error", "random", "zero"), default=d.oov,
                    help="LM words missing from an embedding file: error (default), a random "
                         "vector of the mean norm, or zeros")
+    g.add_argument("--tokenizer", choices=("word", "sentencepiece"), default=d.tokenizer,
+                   help="word: the example's word-level tokens (default); sentencepiece: a "
+                        "subword model trained on the training split")
+    g.add_argument("--sp-model-type", choices=("unigram", "bpe"), default=d.sp_model_type,
+                   help="SentencePiece model type (default %(default)s)")
+    g.add_argument("--sp-vocab-size", type=int, default=d.sp_vocab_size,
+                   help="SentencePiece vocabulary size (default %(default)s)")
     g = p.add_argument_group("training (defaults: the PyTorch word_language_model example)")
     g.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
     g.add_argument("--clip", type=float, default=d.clip,

@@ -49,6 +49,16 @@ class Vocab:
 
 
 @dataclass
+class RawText:
+    """A corpus's lines per split, before tokenization."""
+
+    name: str
+    source: str
+    lines: dict[str, list[str]]
+    train_sha256: str
+
+
+@dataclass
 class Corpus:
     name: str
     source: str
@@ -58,6 +68,11 @@ class Corpus:
     test: torch.Tensor
     train_sha256: str
     unk_replaced: dict[str, int] = field(default_factory=dict)
+    # Word-level tokens (the example's count, <eos> included) and characters per split, so
+    # perplexity can be compared across tokenizations (lmfix.metrics).
+    words: dict[str, int] = field(default_factory=dict)
+    chars: dict[str, int] = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=lambda: {"kind": "word"})
 
     def split(self, name: str) -> torch.Tensor:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
@@ -106,18 +121,29 @@ def sentences(ids: torch.Tensor, vocab: Vocab) -> list[list[str]]:
     return out
 
 
-def corpus_from_lines(name: str, source: str, split_lines: dict[str, list[str]],
-                      train_sha256: str | None = None) -> Corpus:
-    for s in SPLITS:
-        if not split_lines[s]:
-            raise LmfixError(f"{source}: the {s} split has no tokens")
-    vocab = build_vocab(split_lines["train"])
+def count_words(lines: list[str]) -> int:
+    """Word-level tokens as the PyTorch example counts them: words + one <eos> per line."""
+    return sum(len(line.split()) + 1 for line in lines)
+
+
+def count_chars(lines: list[str]) -> int:
+    """Characters of the text, one per line end, leading/trailing blanks not counted."""
+    return sum(len(line.strip()) + 1 for line in lines)
+
+
+def corpus_from_lines(raw: RawText) -> Corpus:
+    """Word-level tokenization (the example's)."""
+    vocab = build_vocab(raw.lines["train"])
     streams, unk = {}, {}
     for s in SPLITS:
-        streams[s], unk[s] = encode(split_lines[s], vocab)
-    digest = train_sha256 or hashlib.sha256("".join(split_lines["train"]).encode()).hexdigest()
-    return Corpus(name, source, vocab, streams["train"], streams["valid"], streams["test"],
-                  digest, unk)
+        streams[s], unk[s] = encode(raw.lines[s], vocab)
+    return Corpus(raw.name, raw.source, vocab, streams["train"], streams["valid"], streams["test"],
+                  raw.train_sha256, unk, text_stats(raw, "words"), text_stats(raw, "chars"))
+
+
+def text_stats(raw: RawText, what: str) -> dict[str, int]:
+    count = count_words if what == "words" else count_chars
+    return {s: count(raw.lines[s]) for s in SPLITS}
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -145,7 +171,7 @@ def find_split_files(directory: Path) -> dict[str, Path]:
     return files
 
 
-def load_directory(directory: str | os.PathLike) -> Corpus:
+def read_directory(directory: str | os.PathLike) -> RawText:
     directory = Path(directory)
     files = find_split_files(directory)
     lines = {s: _read_lines(p) for s, p in files.items()}
@@ -154,10 +180,10 @@ def load_directory(directory: str | os.PathLike) -> Corpus:
             raise LmfixError(f"{p}: the {s} split is empty (no tokens)")
     # The checksum of the file's bytes, so it can be compared with published ones (SOURCE.md).
     digest = hashlib.sha256(files["train"].read_bytes()).hexdigest()
-    return corpus_from_lines(directory.name, str(directory.resolve()), lines, digest)
+    return RawText(directory.name, str(directory.resolve()), lines, digest)
 
 
-def load_hub(name: str = DEFAULT_HUB) -> Corpus:
+def read_hub(name: str = DEFAULT_HUB) -> RawText:
     """WikiText from the Hugging Face hub through ``datasets`` (cached by ``datasets``).
 
     ``name`` is a config of ``Salesforce/wikitext`` (``wikitext-2-v1``, ``wikitext-103-v1``) or
@@ -181,7 +207,11 @@ def load_hub(name: str = DEFAULT_HUB) -> Corpus:
                  for s in SPLITS}
     except (KeyError, TypeError) as e:
         raise LmfixError(f"hub dataset {repo} ({config}) lacks split/column {e}") from None
-    return corpus_from_lines(config or repo, f"hub:{repo}:{config}", lines)
+    for s, split_lines in lines.items():
+        if not split_lines:
+            raise LmfixError(f"hub dataset {repo} ({config}): the {s} split has no tokens")
+    digest = hashlib.sha256("".join(lines["train"]).encode()).hexdigest()
+    return RawText(config or repo, f"hub:{repo}:{config}", lines, digest)
 
 
 def resolve_data_spec(spec: str | None) -> str:
@@ -189,11 +219,20 @@ def resolve_data_spec(spec: str | None) -> str:
     return spec or os.environ.get("LMFIX_DATA") or f"hub:{DEFAULT_HUB}"
 
 
-def load_corpus(spec: str | None = None) -> Corpus:
+def read_text(spec: str | None = None) -> RawText:
     spec = resolve_data_spec(spec)
     if spec.startswith("hub:"):
-        return load_hub(spec[4:] or DEFAULT_HUB)
-    return load_directory(spec)
+        return read_hub(spec[4:] or DEFAULT_HUB)
+    return read_directory(spec)
+
+
+def load_corpus(spec: str | None = None, tokenizer=None) -> Corpus:
+    """Read and tokenize: word-level, or subword with a ``lmfix.subword.SubwordConfig``."""
+    raw = read_text(spec)
+    if tokenizer is None or tokenizer.kind == "word":
+        return corpus_from_lines(raw)
+    from .subword import subword_corpus
+    return subword_corpus(raw, tokenizer)
 
 
 # Batch layout, as in the PyTorch word_language_model example. The token stream

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from . import rundir
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import _first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
 from .embedding_spec import resolve_embedding
 from .errors import LmfixError
+from .metrics import bits_per_char, ppl, word_ppl
 from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
 
 
@@ -54,6 +55,9 @@ class TrainConfig:
     cosine: bool = False
     scale_init: float | None = None
     oov: str = "error"
+    tokenizer: str = "word"  # word | sentencepiece
+    sp_model_type: str = "unigram"
+    sp_vocab_size: int = 8000
     log_interval: int = 200
     checkpoint_every: float = 10.0  # minutes between mid-epoch checkpoints
 
@@ -117,10 +121,6 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist()) -
     return total / max(ntok, 1), int(ntok)
 
 
-def ppl(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else float("inf")
-
-
 def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, dict]:
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov)
     emsize = res.dim
@@ -132,6 +132,16 @@ def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, 
     model = LSTMLM(mcfg, fixed)
     info = {"embedding_source": res.source, "coverage": res.coverage}
     return model, mcfg, info
+
+
+def tokenizer_config(cfg: TrainConfig):
+    if cfg.tokenizer == "word":
+        return None
+    if cfg.tokenizer != "sentencepiece":
+        raise LmfixError(f"--tokenizer {cfg.tokenizer!r}: use word or sentencepiece")
+    from .subword import SubwordConfig
+    return SubwordConfig(model_type=cfg.sp_model_type, vocab_size=cfg.sp_vocab_size,
+                         seed=cfg.seed)
 
 
 class _Stop(Exception):
@@ -161,7 +171,7 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
     out = Path(cfg.out)
     if not resume and d.is_main:
         rundir.prepare(out, force=force)
-    corpus = corpus or load_corpus(cfg.data)
+    corpus = corpus or load_corpus(cfg.data, tokenizer_config(cfg))
     random.seed(cfg.seed)
     model, mcfg, info = build_model(cfg, corpus)
     model.to(device)
@@ -185,7 +195,10 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
         run.state = _restore(run, device)
     elif d.is_main:
         rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
-                                  "corpus": _corpus_info(corpus), **info, "params": params})
+                                  "corpus": _corpus_info(corpus), **info, "params": params,
+                                  "tokenizer": corpus.tokenizer})
+        if corpus.tokenizer.get("model_path"):  # the run stays usable without the cache
+            rundir.copy_file(Path(corpus.tokenizer["model_path"]), out / "tokenizer.model")
     if d.is_main:
         rundir.set_status(out, "running")
     with rundir.stop_signals() as stop_flag:
@@ -244,7 +257,7 @@ def _restore(run: _Run, device) -> dict:
         set_rng_state(rngs[run.dist.rank])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise LmfixError(f"{path} does not match this run's model "
-                         f"({str(e).splitlines()[0]})") from None
+                         f"({_first_line(e)})") from None
     if state["hidden"] is not None:
         # (layers, batch, hidden): this process's columns of the gathered batch
         state["hidden"] = tuple(distributed.eval_columns(h, run.dist) for h in state["hidden"])
@@ -374,6 +387,18 @@ def _corpus_info(corpus: Corpus) -> dict:
             "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
 
 
+def _word_level(corpus: Corpus, val_loss: float, test_loss: float) -> dict:
+    """Word-level perplexity and bits per character (comparable across tokenizers)."""
+    out = {}
+    for split, loss in (("valid", val_loss), ("test", test_loss)):
+        tokens, words = corpus.split(split).numel(), corpus.words.get(split)
+        key = "val" if split == "valid" else "test"
+        out[f"{key}_word_ppl"] = word_ppl(loss, tokens, words) if words else None
+        out[f"{key}_bpc"] = bits_per_char(loss, tokens, corpus.chars[split]) \
+            if corpus.chars.get(split) else None
+    return out
+
+
 def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, command,
              corpus) -> dict:
     cfg, state, model = run.cfg, run.state, run.model
@@ -385,6 +410,7 @@ def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, comman
         "vocab_size": mcfg.vocab_size, "params": params,
         "val_loss": state["best_val"], "val_ppl": ppl(state["best_val"]),
         "test_loss": test_loss, "test_ppl": ppl(test_loss),
+        **_word_level(corpus, state["best_val"], test_loss), "tokenizer": corpus.tokenizer,
         "epochs": state["epoch"] - 1, "best_epoch": state["best_epoch"],
         "train_tokens": state["tokens_seen"],
         "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),

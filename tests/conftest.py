@@ -1,8 +1,15 @@
 """Shared fixtures: a tiny corpus written by the tests, and the real WikiText-2 if present."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from a second thread, and OpenMP threads that spin-wait on a busy
+# 2-core machine can make them many times slower; subprocesses inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 WIKITEXT2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 

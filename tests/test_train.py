@@ -33,6 +33,10 @@ def test_tiny_end_to_end_writes_a_complete_run_dir(tiny_corpus_dir, tmp_path):
                 "embedding", "config"):
         assert key in s
     assert s["params"]["total"] == s["params"]["trainable"] + s["params"]["fixed"]
+    # word-level tokens are words: word-level perplexity is the perplexity
+    assert s["test_word_ppl"] == pytest.approx(s["test_ppl"])
+    assert s["val_word_ppl"] == pytest.approx(s["val_ppl"])
+    assert 0 < s["test_bpc"] < 20
 
 
 def test_perplexity_is_token_weighted_mean_nll(tiny_corpus_dir, tmp_path):
