@@ -104,8 +104,12 @@ class _Run:
 
 
 @torch.no_grad()
-def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist()) -> tuple[float, int]:
-    """Token-weighted mean NLL over a batchified split, hidden state carried across chunks."""
+def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
+             interrupted=None) -> tuple[float, int]:
+    """Token-weighted mean NLL over a batchified split, hidden state carried across chunks.
+
+    ``interrupted()``, polled per chunk, lets a signal stop a long evaluation promptly.
+    """
     model.eval()
     source = distributed.eval_columns(source, d)
     total = torch.zeros((), dtype=torch.float64, device=source.device)
@@ -113,6 +117,8 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist()) -
     if source.size(1):
         hidden = model.init_hidden(source.size(1))
         for i in range(0, source.size(0) - 1, bptt):
+            if interrupted is not None and interrupted():
+                raise _Stop(f"stopped by signal {interrupted()}")
             x, y = get_batch(source, i, bptt)
             out, hidden = model(x, hidden)
             total += model.loss(out, y, reduction="sum").double()
@@ -140,8 +146,9 @@ def tokenizer_config(cfg: TrainConfig):
     if cfg.tokenizer != "sentencepiece":
         raise LmfixError(f"--tokenizer {cfg.tokenizer!r}: use word or sentencepiece")
     from .subword import SubwordConfig
-    return SubwordConfig(model_type=cfg.sp_model_type, vocab_size=cfg.sp_vocab_size,
-                         seed=cfg.seed)
+    # seed 0: one tokenizer per corpus and settings, shared by every run (sentencepiece only
+    # samples, and so only uses the seed, past a million training lines)
+    return SubwordConfig(model_type=cfg.sp_model_type, vocab_size=cfg.sp_vocab_size)
 
 
 class _Stop(Exception):
@@ -229,7 +236,10 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
 def _fresh_state(cfg: TrainConfig) -> dict:
     return {"epoch": 1, "batch": 0, "lr": cfg.lr, "best_val": None, "best_epoch": None,
             "tokens_seen": 0, "train_seconds": 0.0, "wall_s": 0.0, "hidden": None,
-            "epoch_loss": 0.0, "epoch_batches": 0, "val_ntok": 0, "done": False}
+            "epoch_loss": 0.0, "epoch_batches": 0, "val_ntok": 0, "done": False,
+            # validating: the epoch's batches are done (resume goes straight to validation);
+            # last_epoch: the time budget ran out, so this epoch is the last
+            "validating": False, "last_epoch": False}
 
 
 def _checkpoint(run: _Run) -> None:
@@ -295,13 +305,14 @@ def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
             state.update(hidden=tuple(h.detach() for h in hidden), batch=b,
                          epoch_loss=epoch_acc.item(), wall_s=time.perf_counter() - start)
 
-        for b in range(state["batch"], nbatches):
+        pos = state["batch"]
+        for b in range(state["batch"], 0 if state["validating"] else nbatches):
             sig, late = _should_stop(run, stop_flag, start, dev)
             if sig:
                 save_position(b)
                 raise _Stop(f"stopped by signal {stop_flag() or 'on another process'}")
             if late:
-                state["done"] = True  # out of time: validate what we have and finish
+                state["last_epoch"] = True  # out of time: validate what we have and finish
                 break
             x, y = get_batch(train_data, b * cfg.bptt, cfg.bptt)
             hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
@@ -319,6 +330,7 @@ def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
             state["tokens_seen"] += y.numel() * world
             state["train_seconds"] += time.perf_counter() - t0
             bar.update(1)
+            pos = b + 1
             if interval_n == cfg.log_interval or b == nbatches - 1:
                 mean = distributed.all_reduce_sum([interval_acc.item() / interval_n], run.dist,
                                                   dev)[0] / world
@@ -330,8 +342,10 @@ def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
                 _checkpoint(run)
                 last_ckpt = time.perf_counter()
         bar.close()
-        state["epoch_loss"] = epoch_acc.item()
-        _end_epoch(run, val_data, t_epoch, start)
+        if not state["validating"]:
+            save_position(pos)
+            state["validating"] = True
+        _end_epoch(run, val_data, t_epoch, start, stop_flag)
 
 
 def _log_interval(run: _Run, bar, mean: float, b: int) -> None:
@@ -347,9 +361,11 @@ def _log_interval(run: _Run, bar, mean: float, b: int) -> None:
                     tok_s=f"{state['tokens_seen'] / state['train_seconds']:.0f}")
 
 
-def _end_epoch(run: _Run, val_data, t_epoch: float, start: float) -> None:
+def _end_epoch(run: _Run, val_data, t_epoch: float, start: float, stop_flag) -> None:
     cfg, model, state = run.cfg, run.model, run.state
-    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt, run.dist)
+    # Under torchrun a signal reaches the processes at different chunks: finish evaluating.
+    interrupted = None if run.dist.enabled else stop_flag
+    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt, run.dist, interrupted)
     world = run.dist.world_size
     train_loss = distributed.all_reduce_sum([state["epoch_loss"]], run.dist, val_data.device)[0] \
         / world / max(state["epoch_batches"], 1)
@@ -362,7 +378,7 @@ def _end_epoch(run: _Run, val_data, t_epoch: float, start: float) -> None:
              "lr": state["lr"], "scale": scale,
              "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
              "seconds": time.perf_counter() - t_epoch, "tokens_seen": state["tokens_seen"],
-             "partial": state["done"]})
+             "partial": state["last_epoch"]})
     if run.main:
         print(f"epoch {state['epoch']:3d} | train ppl {ppl(train_loss):8.2f} | "
               f"valid ppl {ppl(val_loss):8.2f} | lr {state['lr']:g}"
@@ -376,7 +392,7 @@ def _end_epoch(run: _Run, val_data, t_epoch: float, start: float) -> None:
         for g in run.opt.param_groups:
             g["lr"] = state["lr"]
     state.update(epoch=state["epoch"] + 1, batch=0, hidden=None, epoch_loss=0.0, epoch_batches=0,
-                 wall_s=time.perf_counter() - start)
+                 wall_s=time.perf_counter() - start, validating=False, done=state["last_epoch"])
     _checkpoint(run)
     if run.dist.enabled:  # best.pt must be on disk before any process reads it
         torch.distributed.barrier()
@@ -387,15 +403,22 @@ def _corpus_info(corpus: Corpus) -> dict:
             "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
 
 
-def _word_level(corpus: Corpus, val_loss: float, test_loss: float) -> dict:
-    """Word-level perplexity and bits per character (comparable across tokenizers)."""
+def _word_level(corpus: Corpus, val_loss: float, test_loss: float, max_eval: int | None) -> dict:
+    """Word-level perplexity and bits per character (comparable across tokenizers), counted
+    over the part of each split that was evaluated."""
     out = {}
     for split, loss in (("valid", val_loss), ("test", test_loss)):
-        tokens, words = corpus.split(split).numel(), corpus.words.get(split)
+        stream = corpus.split(split)[:max_eval] if max_eval else corpus.split(split)
+        if corpus.tokenizer.get("kind", "word") == "word":
+            words = stream.numel()
+        else:
+            from .subword import words_in_pieces
+            words = words_in_pieces([corpus.vocab.words[i] for i in stream.tolist()])
+        # characters per word of the whole split, applied to the evaluated words
+        chars = corpus.chars[split] * words / corpus.words[split] if corpus.words else None
         key = "val" if split == "valid" else "test"
-        out[f"{key}_word_ppl"] = word_ppl(loss, tokens, words) if words else None
-        out[f"{key}_bpc"] = bits_per_char(loss, tokens, corpus.chars[split]) \
-            if corpus.chars.get(split) else None
+        out[f"{key}_word_ppl"] = word_ppl(loss, stream.numel(), words)
+        out[f"{key}_bpc"] = bits_per_char(loss, stream.numel(), chars) if chars else None
     return out
 
 
@@ -410,7 +433,7 @@ def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, comman
         "vocab_size": mcfg.vocab_size, "params": params,
         "val_loss": state["best_val"], "val_ppl": ppl(state["best_val"]),
         "test_loss": test_loss, "test_ppl": ppl(test_loss),
-        **_word_level(corpus, state["best_val"], test_loss), "tokenizer": corpus.tokenizer,
+        **_word_level(corpus, state["best_val"], test_loss, cfg.max_eval_tokens), "tokenizer": corpus.tokenizer,
         "epochs": state["epoch"] - 1, "best_epoch": state["best_epoch"],
         "train_tokens": state["tokens_seen"],
         "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),

@@ -131,3 +131,30 @@ def test_resume_with_a_checkpoint_from_another_model_is_refused(tiny_corpus_dir,
     torch.save(other, tmp_path / "r" / "checkpoint.pt")
     with pytest.raises(LmfixError, match="does not match"):
         train(cfg, resume=True, progress=False)
+
+
+def test_a_signal_during_validation_stops_promptly_and_resumes_exactly(tiny_corpus_dir, tmp_path,
+                                                                        monkeypatch):
+    """The stop flag is polled per validation chunk too; resuming re-runs just the validation."""
+    import contextlib
+
+    from lmfix import rundir
+    from lmfix.data import load_corpus
+    from lmfix.train import TrainConfig, train
+    kw = dict(data=str(tiny_corpus_dir), emsize=16, batch_size=4, bptt=8, epochs=2, lr=5.0)
+    ref = train(TrainConfig(out=str(tmp_path / "ref"), **kw), progress=False)
+    nbatches = len(range(0, load_corpus(str(tiny_corpus_dir)).train.numel() // 4 - 1, 8))
+    calls = []
+
+    @contextlib.contextmanager
+    def fake_signals():  # "SIGTERM" arrives at the 2nd validation chunk of epoch 1
+        yield lambda: calls.append(1) or ("SIGTERM" if len(calls) > nbatches + 1 else None)
+    monkeypatch.setattr(rundir, "stop_signals", fake_signals)
+    out = tmp_path / "run"
+    with pytest.raises(LmfixError, match="SIGTERM"):
+        train(TrainConfig(out=str(out), **kw), progress=False)
+    st = load_checkpoint(out / "checkpoint.pt")["state"]
+    assert st["validating"] and st["epoch"] == 1 and st["batch"] == nbatches
+    monkeypatch.undo()
+    resumed = train(TrainConfig(out=str(out), **kw), resume=True, progress=False)
+    assert (resumed["val_loss"], resumed["test_loss"]) == (ref["val_loss"], ref["test_loss"])
