@@ -34,14 +34,16 @@ FIELDS = [
     "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "emsize", "nhid",
     "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
     "params_embedding_trainable", "params_embedding_fixed", "trainable_pct_of_baseline",
-    "val_loss", "val_ppl", "test_loss", "test_ppl", "epochs", "best_epoch", "train_tokens",
+    "tokenizer", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_word_ppl", "test_word_ppl",
+    "test_bpc", "world_size", "grad_bytes_per_step", "epochs", "best_epoch", "train_tokens",
     "wall_s", "tokens_per_s", "device", "device_name", "final_scale", "max_train_tokens",
     "max_eval_tokens",
     "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
     "python_version", "git_commit",
 ]
-COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "trainable params", "fixed params",
-           "total params", "trainable % of baseline", "val ppl", "test ppl", "epochs",
+COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "tokens", "trainable params",
+           "fixed params", "total params", "trainable % of baseline", "val ppl", "test ppl",
+           "test word ppl", "epochs",
            "wall time", "tokens/s", "device"]
 
 HOW_TO_READ = (
@@ -52,7 +54,10 @@ HOW_TO_READ = (
     "the baseline run (embedding `{baseline}`; by default the learned, untied embedding): the "
     "paper reports that a fixed tied embedding with a learned logit scale trains about 89% "
     "fewer parameters (about 11% of the baseline) at a similar perplexity. Perplexity is "
-    "exp(mean cross-entropy per token), lower is better; val ppl is the best epoch's. Rows are "
+    "exp(mean cross-entropy per token), lower is better; val ppl is the best epoch's. *Test "
+    "word ppl* spreads the same total cross-entropy over the words of the word-level corpus "
+    "(whitespace words plus one end-of-line each), so runs with different tokenizers (word, "
+    "SentencePiece) can be compared; for word-level runs it equals test ppl. Rows are "
     "only comparable on the same data, vocabulary and evaluation split. Wall time and tokens/s "
     "depend on the device: compare them only between rows run on the same device."
 )
@@ -215,6 +220,10 @@ def _row(run: dict, baseline_trainable: float | None) -> dict:
         "trainable_pct_of_baseline": pct,
         "val_loss": _num(s.get("val_loss")), "val_ppl": s["val_ppl"],
         "test_loss": _num(s.get("test_loss")), "test_ppl": s["test_ppl"],
+        "tokenizer": tokenizer_label(s.get("tokenizer")),
+        "val_word_ppl": _num(s.get("val_word_ppl")), "test_word_ppl": _num(s.get("test_word_ppl")),
+        "test_bpc": _num(s.get("test_bpc")), "world_size": _num(s.get("world_size")),
+        "grad_bytes_per_step": _num(s.get("grad_bytes_per_step")),
         "epochs": _num(s.get("epochs")), "best_epoch": _num(s.get("best_epoch")),
         "train_tokens": _num(s.get("train_tokens")), "wall_s": _num(s.get("wall_s")),
         "tokens_per_s": _num(s.get("tokens_per_s")), "device": s.get("device"),
@@ -226,6 +235,13 @@ def _row(run: dict, baseline_trainable: float | None) -> dict:
         "torch_version": ver.get("torch"), "python_version": ver.get("python"),
         "git_commit": s.get("git_commit"),
     }
+
+
+def tokenizer_label(tok: Any) -> str:
+    """"word", or e.g. "sp-unigram-8000" for a SentencePiece vocabulary."""
+    if not isinstance(tok, dict) or tok.get("kind", "word") == "word":
+        return "word"
+    return f"sp-{tok.get('model_type', '?')}-{tok.get('vocab_size', '?')}"
 
 
 def fmt_int(x: Any) -> str:
@@ -265,10 +281,10 @@ def _cells(r: dict) -> list[str]:
         epochs += f" (best {fmt_int(r['best_epoch'])})"
     return [
         r["name"], r["embedding_source"], "yes" if r["tied"] else "no",
-        "yes" if r["fixed"] else "no", fmt_int(r["emsize"]), fmt_int(r["params_trainable"]),
-        fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
+        "yes" if r["fixed"] else "no", fmt_int(r["emsize"]), r["tokenizer"],
+        fmt_int(r["params_trainable"]), fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
         fmt_pct(r["trainable_pct_of_baseline"]), fmt_ppl(r["val_ppl"]) + mark,
-        fmt_ppl(r["test_ppl"]) + mark, epochs, fmt_duration(r["wall_s"]),
+        fmt_ppl(r["test_ppl"]) + mark, fmt_ppl(r["test_word_ppl"]) + mark, epochs, fmt_duration(r["wall_s"]),
         fmt_int(r["tokens_per_s"]), r["device_name"] or r["device"] or DASH,
     ]
 

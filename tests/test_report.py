@@ -120,16 +120,16 @@ def test_table_values(report):
         r = rows[name]
         assert r[1] == src
         assert r[2] == ("yes" if tied else "no") and r[3] == ("yes" if fixed else "no")
-        assert r[4] == "200"
-        assert r[5] == f"{tr:,}" and r[6] == f"{fx:,}" and r[7] == f"{tr + fx:,}"
-        assert r[8] == f"{100 * tr / base:.1f}%"
-        assert r[9] == f"{val:.2f}" and r[10] == f"{test:.2f}"
-        assert r[11] == str(ep) and r[12] == "1 h 02 min" and r[13] == "12,346"
-        assert r[14] == "NVIDIA H100 80GB HBM3"
-    assert rows["learned-untied"][8] == "100.0%"
-    assert rows["learned-untied"][5] == "13,987,678"  # the arithmetic above, spelt out
-    assert rows["word2vec"][9] == "131.00" and rows["learned-untied"][10] == "115.00"
-    assert rows["word2vec"][8] == "4.8%"  # the fixed variant trains a few % of the baseline
+        assert r[4] == "200" and r[5] == "word"
+        assert r[6] == f"{tr:,}" and r[7] == f"{fx:,}" and r[8] == f"{tr + fx:,}"
+        assert r[9] == f"{100 * tr / base:.1f}%"
+        assert r[10] == f"{val:.2f}" and r[11] == f"{test:.2f}"
+        assert r[13] == str(ep) and r[14] == "1 h 02 min" and r[15] == "12,346"
+        assert r[16] == "NVIDIA H100 80GB HBM3"
+    assert rows["learned-untied"][9] == "100.0%"
+    assert rows["learned-untied"][6] == "13,987,678"  # the arithmetic above, spelt out
+    assert rows["word2vec"][10] == "131.00" and rows["learned-untied"][11] == "115.00"
+    assert rows["word2vec"][9] == "4.8%"  # the fixed variant trains a few % of the baseline
 
 
 def test_report_text(report):
@@ -228,9 +228,9 @@ def test_partial_eval_no_baseline_no_scale(tmp_path):
     results = write_report([d1, d2], out)
     md = (out / "report.md").read_text()
     rows = md_rows(out)
-    assert rows["<c&>"][9] == "55.00 †" and rows["<c&>"][10] == "66.00 †"
-    assert rows["a\\|b"][8] == "—"  # no baseline; "|" in the name escaped, table intact
-    assert rows["a\\|b"][12] == "42 s"
+    assert rows["<c&>"][10] == "55.00 †" and rows["<c&>"][11] == "66.00 †"
+    assert rows["a\\|b"][9] == "—"  # no baseline; "|" in the name escaped, table intact
+    assert rows["a\\|b"][14] == "42 s"
     assert "partial evaluation" in md and "at most 20,000 tokens" in md
     assert "scale.png not written" in md and not (out / "scale.png").exists()
     assert results["plots"]["scale"] is None and results["baseline"]["name"] is None
