@@ -321,7 +321,9 @@ def _label_runs(runs: list[dict]) -> None:
     for r in runs:
         counts[r["name"]] = counts.get(r["name"], 0) + 1
     for r in runs:
-        r["label"] = r["name"] if counts[r["name"]] == 1 else f"{r['name']} ({r['dir'].name})"
+        # OUT/runs/NAME (from `lmfix run`): OUT tells two runs of the same name apart
+        where = r["dir"].parent.parent if r["dir"].parent.name == "runs" else r["dir"].parent
+        r["label"] = r["name"] if counts[r["name"]] == 1 else f"{r['name']} ({where.name})"
 
 
 def _json_safe(x: Any) -> Any:

@@ -19,7 +19,8 @@ from . import rundir
 from .data import Corpus, load_corpus
 from .errors import LmfixError
 from .fsutil import read_json, write_json
-from .train import TrainConfig, train
+from .report import tokenizer_label
+from .train import TrainConfig, tokenizer_config, train
 
 DEFAULT_VARIANTS = ("learned", "learned-untied", "word2vec", "pmi", "random-orthogonal")
 BUILT_METHODS = ("word2vec", "pmi")  # variants whose embedding this command builds
@@ -78,21 +79,24 @@ def train_command(cfg: TrainConfig) -> str:
 
 
 def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: Path,
-                     force: bool) -> Path:
+                     force: bool, progress: bool = False) -> Path:
     """Build (or reuse) the method's embedding with its default settings at dimension ``dim``."""
     from .embeddings.build import build_embeddings
     from .embeddings.vectors import save_embeddings
-    path = out_dir / f"{method}-d{dim}.bin"
+    tok = tokenizer_label(corpus.tokenizer)
+    path = out_dir / (f"{method}-d{dim}.bin" if tok == "word" else f"{method}-d{dim}-{tok}.bin")
     sidecar = Path(str(path) + ".json")
     if path.is_file() and sidecar.is_file() and not force:
         meta = read_json(sidecar)
         same = (meta.get("corpus", {}).get("sha256") == corpus.train_sha256
-                and meta.get("dim") == dim and meta.get("seed") == seed)
+                and meta.get("dim") == dim and meta.get("seed") == seed
+                and meta.get("tokenizer", {"kind": "word"}) == corpus.tokenizer)
         if same:
             print(f"reusing {path}")
             return path
     t0 = time.perf_counter()
-    emb = build_embeddings(method, corpus, dim, {}, seed)
+    emb = build_embeddings(method, corpus, dim, {}, seed, progress=progress)
+    emb.meta["tokenizer"] = corpus.tokenizer
     save_embeddings(emb, path)
     print(f"built {path} in {time.perf_counter() - t0:.1f} s")
     return path
@@ -104,14 +108,18 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
     if preset not in PRESETS:
         raise LmfixError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     variants = list(variants or DEFAULT_VARIANTS)
+    for v in variants:  # catch a typo before anything is built or trained
+        variant_spec(v, {m: Path() for m in BUILT_METHODS})
     base = replace(TrainConfig(), data=data, **{**PRESETS[preset].train, **(overrides or {})})
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, tokenizer_config(base))
     dim = base.emsize or 200
-    files = {m: ensure_embedding(m, corpus, dim, base.seed, out / "embeddings", force)
+    files = {m: ensure_embedding(m, corpus, dim, base.seed, out / "embeddings", force, progress)
              for m in BUILT_METHODS if m in variants}
     run_dirs = []
+    tok = tokenizer_label(corpus.tokenizer)
     for v in variants:
         name, spec = variant_spec(v, files)
+        name = name if tok == "word" else f"{name}-{tok}"  # distinct beside word-level runs
         cfg = replace(base, embedding=spec, out=str(out / "runs" / name))
         run_dirs.append(Path(cfg.out))
         _train_variant(cfg, corpus, force, progress)

@@ -224,7 +224,8 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
     best = load_checkpoint(out / rundir.BEST, map_location=device)
     model.load_state_dict(best["model"])
     test_loss, test_ntok = evaluate(model, test_data, cfg.bptt, d)
-    summary = _summary(run, mcfg, info, params, test_loss, test_ntok, device, command, corpus)
+    summary = _summary(run, mcfg, info, params, test_loss, test_ntok, device, command, corpus,
+                       val_data, test_data)
     if d.enabled:  # evidence that DDP kept every replica identical
         checksum = sum(p.double().sum().item() for p in model.parameters())
         summary["param_checksums"] = distributed.gather_objects(checksum, d)
@@ -403,27 +404,29 @@ def _corpus_info(corpus: Corpus) -> dict:
             "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
 
 
-def _word_level(corpus: Corpus, val_loss: float, test_loss: float, max_eval: int | None) -> dict:
-    """Word-level perplexity and bits per character (comparable across tokenizers), counted
-    over the part of each split that was evaluated."""
+def _word_level(corpus: Corpus, losses: dict[str, float], data: dict[str, torch.Tensor]) -> dict:
+    """Word-level perplexity and bits per character, comparable across tokenizers: the total
+    NLL of the evaluated targets (rows 1.. of the batchified split) over the words that start
+    among them (for word-level tokens, every target is a word)."""
     out = {}
-    for split, loss in (("valid", val_loss), ("test", test_loss)):
-        stream = corpus.split(split)[:max_eval] if max_eval else corpus.split(split)
+    for split, loss in losses.items():
+        targets = data[split][1:]
         if corpus.tokenizer.get("kind", "word") == "word":
-            words = stream.numel()
+            words = targets.numel()
         else:
             from .subword import words_in_pieces
-            words = words_in_pieces([corpus.vocab.words[i] for i in stream.tolist()])
-        # characters per word of the whole split, applied to the evaluated words
-        chars = corpus.chars[split] * words / corpus.words[split] if corpus.words else None
+            words = words_in_pieces([corpus.vocab.words[i] for i in targets.t().reshape(-1)
+                                     .tolist()])
         key = "val" if split == "valid" else "test"
-        out[f"{key}_word_ppl"] = word_ppl(loss, stream.numel(), words)
-        out[f"{key}_bpc"] = bits_per_char(loss, stream.numel(), chars) if chars else None
+        out[f"{key}_word_ppl"] = word_ppl(loss, targets.numel(), words) if words else None
+        # characters per word of the whole split, applied to the evaluated words
+        chars = corpus.chars.get(split, 0) * words / max(corpus.words.get(split, 0), 1)
+        out[f"{key}_bpc"] = bits_per_char(loss, targets.numel(), chars) if chars else None
     return out
 
 
-def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, command,
-             corpus) -> dict:
+def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, command, corpus,
+             val_data, test_data) -> dict:
     cfg, state, model = run.cfg, run.state, run.model
     fixed = mcfg.embedding == "fixed"
     return {
@@ -433,7 +436,8 @@ def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, comman
         "vocab_size": mcfg.vocab_size, "params": params,
         "val_loss": state["best_val"], "val_ppl": ppl(state["best_val"]),
         "test_loss": test_loss, "test_ppl": ppl(test_loss),
-        **_word_level(corpus, state["best_val"], test_loss, cfg.max_eval_tokens), "tokenizer": corpus.tokenizer,
+        **_word_level(corpus, {"valid": state["best_val"], "test": test_loss},
+                      {"valid": val_data, "test": test_data}), "tokenizer": corpus.tokenizer,
         "epochs": state["epoch"] - 1, "best_epoch": state["best_epoch"],
         "train_tokens": state["tokens_seen"],
         "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),

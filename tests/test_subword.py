@@ -236,3 +236,46 @@ def test_load_corpus_end_to_end_on_tiny_corpus(tiny_corpus_dir, tmp_path, model_
     assert corpus.tokenizer["model_type"] == model_type
     # "bird" is not in the training text: it comes out as pieces/bytes, not as an unknown.
     assert corpus.vocab.index[SP_UNK] not in corpus.valid.tolist()
+
+
+def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir, tmp_path,
+                                                                   monkeypatch):
+    """Word-level ppl from the summary (NLL of the evaluated pieces over the words starting
+    among them) against an independent computation: plain logits over the whole test stream in
+    one column (eval batch 1), divided by the word-level count of the raw text."""
+    import math
+
+    import torch
+
+    from lmfix.checkpoint import load_checkpoint
+    from lmfix.data import count_words, read_text
+    from lmfix.model import LSTMLM, ModelConfig
+    from lmfix.report import write_report
+    from lmfix.train import TrainConfig, train
+    monkeypatch.setenv("LMFIX_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data=str(tiny_corpus_dir), out=str(tmp_path / "sp"), emsize=16,
+                      batch_size=4, bptt=8, epochs=2, lr=5.0, tokenizer="sentencepiece",
+                      sp_vocab_size=280, dropout=0.0, eval_batch_size=1)
+    s = train(cfg, progress=False)
+    assert s["tokenizer"]["kind"] == "sentencepiece" and s["vocab_size"] == 280
+    assert (tmp_path / "sp" / "tokenizer.model").is_file()
+    corpus = load_corpus(str(tiny_corpus_dir), SubwordConfig(vocab_size=280,
+                                                             model_dir=str(tmp_path / "cache")))
+    model = LSTMLM(ModelConfig(**s["config"]["model"]))
+    model.load_state_dict(load_checkpoint(tmp_path / "sp" / "best.pt")["model"])
+    model.eval()
+    stream = corpus.test.view(-1, 1)
+    with torch.no_grad():  # one chunk: the hidden state is carried across bptt chunks anyway
+        feats, _ = model(stream[:-1], model.init_hidden(1))
+        nll = torch.nn.functional.cross_entropy(model.logits(feats), stream[1:].view(-1),
+                                                reduction="sum").item()
+    words = count_words(read_text(str(tiny_corpus_dir)).lines["test"])
+    assert corpus.vocab.words[corpus.test[0]].startswith("▁")  # so the first word is unscored
+    assert s["test_word_ppl"] == pytest.approx(math.exp(nll / (words - 1)), rel=1e-4)
+    assert s["test_word_ppl"] > s["test_ppl"]  # more tokens than words
+    word = train(TrainConfig(data=str(tiny_corpus_dir), out=str(tmp_path / "w"), emsize=16,
+                             batch_size=4, bptt=8, epochs=1), progress=False)
+    write_report([tmp_path / "sp", tmp_path / "w"], tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "sp-unigram-280" in md and "| word |" in md
+    assert word["test_word_ppl"] == pytest.approx(word["test_ppl"])
