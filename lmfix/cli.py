@@ -72,6 +72,9 @@ def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
                    help="weight decay (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
+    g.add_argument("--amp", action="store_true", default=d.amp,
+                   help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; on "
+                        "CPUs without bfloat16 units it is slower)")
     g = p.add_argument_group("budgets and logging")
     g.add_argument("--max-train-tokens", type=int, default=d.max_train_tokens,
                    help="train on the first N tokens of the training split only")

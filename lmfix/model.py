@@ -106,8 +106,12 @@ class LSTMLM(nn.Module):
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"):
         """Cross-entropy of the classifier without materializing all T·B×V logits."""
-        return linear_cross_entropy(features, self.output_weight, targets, bias=self.bias,
-                                    scale=self.scale, reduction=reduction)
+        if torch.is_autocast_enabled(features.device.type):
+            # Mixed precision: autocast runs the plain form's matmul in bfloat16 and its
+            # softmax in float32, which on a GPU beats the float32 fused path.
+            return F.cross_entropy(self.logits(features), targets, reduction=reduction)
+        return linear_cross_entropy(features.float(), self.output_weight, targets,
+                                    bias=self.bias, scale=self.scale, reduction=reduction)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         z = features @ self.output_weight.t()

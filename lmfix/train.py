@@ -55,6 +55,7 @@ class TrainConfig:
     cosine: bool = False
     scale_init: float | None = None
     oov: str = "error"
+    amp: bool = False  # bfloat16 autocast (meant for CUDA GPUs)
     tokenizer: str = "word"  # word | sentencepiece
     sp_model_type: str = "unigram"
     sp_vocab_size: int = 8000
@@ -319,8 +320,10 @@ def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
             hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
             t0 = time.perf_counter()
             run.opt.zero_grad(set_to_none=True)
-            out_feat, hidden = run.net(x, hidden)
-            loss = model.loss(out_feat, y)
+            # bfloat16 keeps float32's range, so no loss scaling is needed (unlike float16)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                out_feat, hidden = run.net(x, hidden)
+                loss = model.loss(out_feat, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             run.opt.step()

@@ -143,3 +143,9 @@ def test_nan_loss_stops_with_a_clear_error(tiny_corpus_dir, tmp_path):
         train(run_cfg(tiny_corpus_dir, tmp_path / "r", lr=float("nan"), log_interval=1),
               progress=False)
     assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
+
+
+def test_amp_trains_to_a_finite_perplexity(tiny_corpus_dir, tmp_path):
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "amp", epochs=1, amp=True,
+                      embedding="random-orthogonal"), progress=False)
+    assert math.isfinite(s["test_ppl"]) and s["config"]["train"]["amp"] is True
