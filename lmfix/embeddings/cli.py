@@ -1,0 +1,157 @@
+"""``lmfix build-embeddings`` and ``lmfix neighbors``: flags in, one library call out.
+
+Examples (from the repository root, WikiText-2 in ../shared/data/wikitext-2)::
+
+    lmfix build-embeddings --method pmi --dim 200 --data ../shared/data/wikitext-2 --out emb/pmi-d200.bin
+    lmfix build-embeddings --method word2vec --dim 200 --sg 1 --data ../shared/data/wikitext-2 --out emb/sg-d200.txt
+    lmfix neighbors emb/pmi-d200.bin king river France -k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..errors import LmfixError
+from .build import METHODS
+
+DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
+             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
+             "default $LMFIX_DATA, else hub:wikitext-2-v1")
+
+# Method flags: dest → (flag, methods it applies to). Defaults live in the config dataclasses.
+_METHOD_FLAGS = {
+    "window": ("--window", ("pmi", "word2vec")),
+    "dyn": ("--dyn/--no-dyn", ("pmi",)),
+    "sub": ("--sub", ("pmi",)),
+    "cds": ("--cds", ("pmi",)),
+    "neg": ("--neg", ("pmi",)),
+    "eig": ("--eig", ("pmi",)),
+    "w_plus_c": ("--w-plus-c", ("pmi",)),
+    "sg": ("--sg", ("word2vec",)),
+    "negative": ("--negative", ("word2vec",)),
+    "sample": ("--sample", ("word2vec",)),
+    "epochs": ("--epochs", ("word2vec",)),
+    "workers": ("--workers", ("word2vec",)),
+}
+
+
+def register(subparsers) -> None:
+    """Add ``build-embeddings`` and ``neighbors`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "build-embeddings", help="build fixed word embeddings (word2vec, PMI, random bases)",
+        description="Build word embeddings for the corpus vocabulary and save them in word2vec "
+                    "format (text or binary) with a JSON sidecar FILE.json recording how they "
+                    "were made. Method flags left out keep the defaults shown.")
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="word2vec (gensim CBOW/skip-gram), pmi (shifted PPMI + truncated SVD, "
+                        "Levy & Goldberg 2014), random-orthogonal or hadamard (data-free bases)")
+    p.add_argument("--dim", type=int, required=True, help="vector dimension d")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--out", required=True,
+                   help="output file: .bin is word2vec binary, anything else word2vec text "
+                        "(unless --format says otherwise); FILE.json gets the metadata")
+    p.add_argument("--format", choices=("text", "binary"), default=None,
+                   help="output format (default: binary for .bin, else text)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: SVD start vector, subsampling, word2vec init, bases "
+                        "(default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    g = p.add_argument_group("pmi and word2vec")
+    g.add_argument("--window", type=int, default=None,
+                   help="context window on each side (default 5)")
+    g = p.add_argument_group("pmi (hyperwords names)")
+    g.add_argument("--dyn", action=argparse.BooleanOptionalAction, default=None,
+                   help="weight contexts by distance, (window - dist + 1) / window, the expected "
+                        "weight of word2vec's dynamic window (default on)")
+    g.add_argument("--sub", type=float, default=None,
+                   help="subsampling threshold t: drop tokens of words with frequency f > t with "
+                        "probability 1 - sqrt(t/f) (default 0: off)")
+    g.add_argument("--cds", type=float, default=None,
+                   help="context distribution smoothing: context counts raised to this power "
+                        "(default 0.75)")
+    g.add_argument("--neg", type=float, default=None,
+                   help="PMI shift k: PPMI = max(PMI - log k, 0) (default 1: plain PPMI)")
+    g.add_argument("--eig", type=float, default=None,
+                   help="eigenvalue weighting p: vectors U * S^p (default 0.5; 0 = U alone)")
+    g.add_argument("--w-plus-c", action="store_true", default=None,
+                   help="add the context vectors V * S^p to the word vectors (default off)")
+    g = p.add_argument_group("word2vec (gensim names)")
+    g.add_argument("--sg", type=int, choices=(0, 1), default=None,
+                   help="0 = CBOW, 1 = skip-gram (default 0)")
+    g.add_argument("--negative", type=int, default=None,
+                   help="negative samples per positive example (default 5)")
+    g.add_argument("--sample", type=float, default=None,
+                   help="down-sampling threshold for frequent words (default 1e-3; 0 = off)")
+    g.add_argument("--epochs", type=int, default=None, help="passes over the corpus (default 5)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="training threads (default min(4, CPUs); 1 makes runs reproducible)")
+    p.set_defaults(func=_cmd_build_embeddings)
+
+    p = subparsers.add_parser(
+        "neighbors", help="nearest neighbours of words by cosine similarity",
+        description="Print the words closest (cosine) to each WORD in an embedding file "
+                    "(word2vec text/binary, GloVe, fastText .vec, .npy + vocabulary).")
+    p.add_argument("file", metavar="FILE", help="embedding file")
+    p.add_argument("words", metavar="WORD", nargs="+", help="words to look up")
+    p.add_argument("-k", type=int, default=10, help="neighbours per word (default %(default)s)")
+    p.set_defaults(func=_cmd_neighbors)
+
+
+def _cmd_build_embeddings(args: argparse.Namespace) -> None:
+    params = {dest: getattr(args, dest) for dest in _METHOD_FLAGS if getattr(args, dest) is not None}
+    build_and_save(args.method, args.dim, args.data, args.out, args.format, args.seed, params,
+                   progress=not args.quiet)
+
+
+def _cmd_neighbors(args: argparse.Namespace) -> None:
+    print_neighbors(args.file, args.words, args.k)
+
+
+def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str | None, seed: int,
+                   params: dict, progress: bool = True):
+    """Load the corpus, build, save, and print what was built. Returns the Embeddings."""
+    from ..data import load_corpus
+    from .build import build_embeddings
+    from .vectors import save_embeddings, save_format
+
+    misplaced = [_METHOD_FLAGS[k][0] for k in params if method not in _METHOD_FLAGS[k][1]]
+    if misplaced:
+        own = [flag for flag, methods in _METHOD_FLAGS.values() if method in methods]
+        raise LmfixError(f"{', '.join(misplaced)} do(es) not apply to --method {method}; "
+                         f"its flags: {', '.join(own) or '(none)'}")
+    if dim < 1:
+        raise LmfixError(f"--dim must be positive, got {dim}")
+    fmt = save_format(out, fmt)  # fail before a long build, not after
+    started = time.perf_counter()
+    corpus = load_corpus(data)
+    loaded = time.perf_counter()
+    emb = build_embeddings(method, corpus, dim, params, seed, progress=progress)
+    built = time.perf_counter()
+    save_embeddings(emb, out, fmt)
+    saved = time.perf_counter()
+    cov = emb.meta["coverage"]
+    print(f"{method}: {len(emb):,} x {emb.dim} vectors built in {emb.meta['build_seconds']:.1f} s "
+          f"(corpus loaded in {loaded - started:.1f} s, saved in {saved - built:.1f} s)")
+    line = (f"coverage: {cov['covered']:,} of {cov['vocab_size']:,} vocabulary words "
+            f"({100 * cov['covered'] / cov['vocab_size']:.2f}%)")
+    if cov["missing"]:
+        line += f"; missing {cov['missing']:,}, e.g. {' '.join(cov['examples_missing'])}"
+    print(line)
+    print(f"wrote {out} ({fmt}) and {out}.json")
+    return emb
+
+
+def print_neighbors(path: str, words: list[str], k: int = 10) -> None:
+    from .vectors import load_embeddings, nearest_neighbors
+
+    emb = load_embeddings(path)
+    known = set(emb.words)
+    unknown = [w for w in words if w not in known]
+    if unknown:
+        raise LmfixError(f"not in {path}: {' '.join(unknown)}")
+    for word in words:
+        print(f"{word}:")
+        for other, cosine in nearest_neighbors(emb, word, k):
+            print(f"  {cosine:7.4f}  {other}")
