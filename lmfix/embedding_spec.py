@@ -30,7 +30,7 @@ def describe_spec(spec: str) -> str:
 
 
 def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
-                      oov: str = "error") -> ResolvedEmbedding:
+                      oov: str = "error", tokenizer: dict | None = None) -> ResolvedEmbedding:
     """``emsize`` None means "take the file's dimension" (200 for learned and bases)."""
     if spec in LEARNED_SPECS:
         return ResolvedEmbedding(spec, "learned", emsize or 200)
@@ -47,6 +47,7 @@ def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, see
                          " and no such file")
     from .embeddings.vectors import align_to_vocab, load_embeddings
     emb = load_embeddings(path)
+    _check_tokenizer(path, (emb.meta or {}).get("tokenizer"), tokenizer)
     d = emb.vectors.shape[1]
     if emsize is not None and emsize != d:
         raise LmfixError(f"{path} has {d}-dimensional vectors but --emsize is {emsize}; "
@@ -55,3 +56,18 @@ def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, see
     source = str((emb.meta or {}).get("method") or "file")
     return ResolvedEmbedding("fixed", source, d, torch.from_numpy(np.asarray(matrix, np.float32)),
                              coverage)
+
+
+def _check_tokenizer(path: Path, built_with: dict | None, corpus_tok: dict | None) -> None:
+    """Vectors of one tokenizer's pieces mean nothing to another's, even where strings match."""
+    if built_with is None or corpus_tok is None:
+        return  # a file from another tool: rows are matched by word and coverage reported
+    def key(t: dict) -> tuple:
+        return (t.get("kind", "word"), t.get("model_sha256"))
+    if key(built_with) != key(corpus_tok):
+        def name(t: dict) -> str:
+            if t.get("kind", "word") == "word":
+                return "word-level tokens"
+            return f"a {t.get('model_type')} SentencePiece model of {t.get('vocab_size')} pieces"
+        raise LmfixError(f"{path} was built over {name(built_with)}, but this run uses "
+                         f"{name(corpus_tok)}; build it with the same --tokenizer settings")

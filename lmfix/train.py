@@ -129,7 +129,8 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
 
 
 def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, dict]:
-    res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov)
+    res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
+                            corpus.tokenizer)
     emsize = res.dim
     mcfg = ModelConfig(vocab_size=len(corpus.vocab), emsize=emsize, nhid=cfg.nhid or emsize,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,

@@ -158,3 +158,46 @@ def test_a_signal_during_validation_stops_promptly_and_resumes_exactly(tiny_corp
     monkeypatch.undo()
     resumed = train(TrainConfig(out=str(out), **kw), resume=True, progress=False)
     assert (resumed["val_loss"], resumed["test_loss"]) == (ref["val_loss"], ref["test_loss"])
+
+
+def test_a_full_disk_leaves_the_old_file_and_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from lmfix import fsutil
+    path = tmp_path / "summary.json"
+    write_json(path, {"ok": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fsutil.os, "fsync", full)
+    with pytest.raises(LmfixError, match="No space left"):
+        write_json(path, {"ok": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_output_dir_under_a_file_is_a_clear_error(tiny_corpus_dir, tmp_path):
+    from lmfix.train import TrainConfig, train
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(LmfixError, match="cannot write|not a directory"):
+        train(TrainConfig(data=str(tiny_corpus_dir), out=str(tmp_path / "afile" / "run"),
+                          emsize=8, epochs=1, batch_size=4, bptt=8), progress=False)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300), st.sampled_from(["train", "valid", "test"]))
+def test_fuzz_corpus_reader_gives_a_corpus_or_one_clear_error(tmp_path_factory, data, split):
+    from lmfix.data import Corpus, load_corpus
+    d = tmp_path_factory.mktemp("fuzz")
+    for s in ("train", "valid", "test"):
+        (d / f"{s}.txt").write_text(" a b c \n b c a \n")
+    (d / f"{split}.txt").write_bytes(data)
+    try:
+        assert isinstance(load_corpus(str(d)), Corpus)
+    except LmfixError:
+        pass

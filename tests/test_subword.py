@@ -279,3 +279,26 @@ def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "sp-unigram-280" in md and "| word |" in md
     assert word["test_word_ppl"] == pytest.approx(word["test_ppl"])
+
+
+def test_subword_embeddings_build_and_train_and_refuse_a_word_level_file(tiny_corpus_dir, tmp_path,
+                                                                       monkeypatch, capsys):
+    """build-embeddings --tokenizer sentencepiece, then train with it; a word-level file is
+    refused for a subword run with one clear message."""
+    from lmfix.cli import main
+    monkeypatch.setenv("LMFIX_CACHE", str(tmp_path / "cache"))
+    sp = ["--tokenizer", "sentencepiece", "--sp-vocab-size", "280"]
+    common = ["--data", str(tiny_corpus_dir), "--quiet"]
+    assert main(["build-embeddings", "--method", "pmi", "--dim", "8", *common, *sp,
+                 "--out", str(tmp_path / "sp.bin")]) == 0
+    assert main(["build-embeddings", "--method", "pmi", "--dim", "8", *common,
+                 "--out", str(tmp_path / "word.bin")]) == 0
+    # byte-fallback pieces never seen in training have no vector: filled at random
+    train = ["train", *common, *sp, "--epochs", "1", "--batch-size", "4", "--bptt", "8",
+             "--oov", "random"]
+    assert main([*train, "--embedding", str(tmp_path / "sp.bin"), "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main([*train, "--embedding", str(tmp_path / "word.bin"), "--out",
+                 str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "word-level tokens" in err and "Traceback" not in err

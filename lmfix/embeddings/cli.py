@@ -57,6 +57,13 @@ def register(subparsers) -> None:
                    help="random seed: SVD start vector, subsampling, word2vec init, bases "
                         "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tokenizer", choices=("word", "sentencepiece"), default="word",
+                   help="build over word-level tokens (default) or SentencePiece pieces (use "
+                        "the same tokenizer flags with lmfix train)")
+    p.add_argument("--sp-model-type", choices=("unigram", "bpe"), default="unigram",
+                   help="SentencePiece model type (default %(default)s)")
+    p.add_argument("--sp-vocab-size", type=int, default=8000,
+                   help="SentencePiece vocabulary size (default %(default)s)")
 
     g = p.add_argument_group("pmi and word2vec")
     g.add_argument("--window", type=int, default=None,
@@ -101,8 +108,12 @@ def register(subparsers) -> None:
 
 def _cmd_build_embeddings(args: argparse.Namespace) -> None:
     params = {dest: getattr(args, dest) for dest in _METHOD_FLAGS if getattr(args, dest) is not None}
+    tokenizer = None
+    if args.tokenizer == "sentencepiece":
+        from ..subword import SubwordConfig
+        tokenizer = SubwordConfig(model_type=args.sp_model_type, vocab_size=args.sp_vocab_size)
     build_and_save(args.method, args.dim, args.data, args.out, args.format, args.seed, params,
-                   progress=not args.quiet)
+                   progress=not args.quiet, tokenizer=tokenizer)
 
 
 def _cmd_neighbors(args: argparse.Namespace) -> None:
@@ -110,7 +121,7 @@ def _cmd_neighbors(args: argparse.Namespace) -> None:
 
 
 def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str | None, seed: int,
-                   params: dict, progress: bool = True):
+                   params: dict, progress: bool = True, tokenizer=None):
     """Load the corpus, build, save, and print what was built. Returns the Embeddings."""
     from ..data import load_corpus
     from .build import build_embeddings
@@ -125,9 +136,10 @@ def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str |
         raise LmfixError(f"--dim must be positive, got {dim}")
     fmt = save_format(out, fmt)  # fail before a long build, not after
     started = time.perf_counter()
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, tokenizer)
     loaded = time.perf_counter()
     emb = build_embeddings(method, corpus, dim, params, seed, progress=progress)
+    emb.meta["tokenizer"] = corpus.tokenizer  # pieces only match runs with the same tokenizer
     built = time.perf_counter()
     save_embeddings(emb, out, fmt)
     saved = time.perf_counter()
