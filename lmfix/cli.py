@@ -10,11 +10,8 @@ import shlex
 import sys
 from dataclasses import fields
 
+from .embeddings.cli import DATA_HELP
 from .errors import LmfixError
-
-DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
-             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
-             "default $LMFIX_DATA, else hub:wikitext-2-v1")
 
 
 class _Suppressed:

@@ -17,8 +17,9 @@ from .errors import LmfixError
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling path for a writer that wants a file name (gensim, torch); on
+    success it is fsynced and renamed over ``path``, on failure removed."""
     path = Path(path)
     if path.is_dir():
         raise LmfixError(f"cannot write {path}: it is a directory")
@@ -26,13 +27,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
+        os.close(fd)
     except OSError as e:
         raise LmfixError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -41,6 +45,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             raise LmfixError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
 
 
 def _umask() -> int:

@@ -28,17 +28,15 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LmfixError
-from ..fsutil import read_json, write_json
+from ..fsutil import atomic_path, read_json, write_json
 
 FORMATS = ("text", "binary", "glove", "npy")
 OOV_POLICIES = ("error", "random", "zero")
@@ -120,39 +118,17 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike, fmt: str | None = 
 
     path = Path(path)
     binary = save_format(path, fmt) == "binary"
-    if path.is_dir():
-        raise LmfixError(f"cannot write {path}: it is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise LmfixError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
+    with atomic_path(path) as tmp:
         kv = KeyedVectors(vector_size=emb.dim, count=0, dtype=np.float32)
         kv.add_vectors(emb.words, emb.vectors)
         # Counts in row order, so gensim (which sorts by count) keeps our row order.
         kv.allocate_vecattrs(attrs=["count"], types=[np.int64])
         kv.expandos["count"][:] = np.arange(len(emb), 0, -1)
-        kv.save_word2vec_format(tmp, binary=binary)
-        digest = _sha256_and_fsync(tmp)
+        kv.save_word2vec_format(str(tmp), binary=binary)
         meta = dict(emb.meta)
         meta["file"] = {"format": "binary" if binary else "text", "n_words": len(emb),
-                        "dim": emb.dim, "sha256": digest}
+                        "dim": emb.dim, "sha256": _sha256(tmp)}
         write_json(_sidecar(path), meta)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise LmfixError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def save_format(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -168,12 +144,11 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _sha256_and_fsync(path: str) -> str:
+def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb+") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-        os.fsync(f.fileno())
     return h.hexdigest()
 
 
