@@ -87,12 +87,13 @@ def plot_val_ppl(series: list[dict], path: Path) -> None:
 
     fig = _new_figure(8, 5)
     ax = fig.add_subplot()
-    values = []
+    values, last_epoch = [], 1
     for s in series:
         xs, ys = _finite_pairs(s["epochs"], s["val_ppl"])
         if not xs:
             continue
         values += ys
+        last_epoch = max(last_epoch, *xs)
         ax.plot(xs, ys, marker="o", markersize=7 if len(xs) == 1 else 4,
                 color=color(s["index"]), linestyle=_linestyle(s["index"]), label=s["label"])
     if values:
@@ -101,6 +102,7 @@ def plot_val_ppl(series: list[dict], path: Path) -> None:
         ax.text(0.5, 0.5, "no finite validation perplexity to plot", ha="center",
                 transform=ax.transAxes)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlim(0.5, last_epoch + 0.5)  # whole epochs, also when there is only one
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity (log scale, lower is better)")
     ax.set_title("Validation perplexity per epoch")

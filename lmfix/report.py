@@ -41,7 +41,7 @@ FIELDS = [
     "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
     "python_version", "git_commit",
 ]
-COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "tokens", "trainable params",
+COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "tokenizer", "trainable params",
            "fixed params", "total params", "trainable % of baseline", "val ppl", "test ppl",
            "test word ppl", "epochs",
            "wall time", "tokens/s", "device"]

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # How a fixed embedding is scaled: --embedding-norm mean-unit / unit / raw, and --cosine,
-# for fixed word2vec, PMI and random-orthogonal embeddings at the quick preset's size
-# (validation/test on the first 50k tokens to keep it short). One combined report at the end:
+# for fixed word2vec and PMI embeddings at the quick preset's size, half its training tokens
+# (150k), validation/test on the first 30k tokens to keep it short. One combined report:
 #   scripts/ablate_fixed_scaling.sh ../shared/data/wikitext-2 runs/ablation
 set -euo pipefail
 data="${1:?usage: $0 DATA_DIR [OUT_DIR]}"
 out="${2:-runs/ablation}"
 lmfix="${LMFIX:-lmfix}"
-common=(--preset quick --data "$data" --variants word2vec,pmi,random-orthogonal
-        --max-eval-tokens 50000 --quiet)
+common=(--preset quick --data "$data" --variants word2vec,pmi --max-train-tokens 150000
+        --max-eval-tokens 30000 --quiet)
 "$lmfix" run "${common[@]}" --embedding-norm mean-unit --out "$out/mean-unit"
 "$lmfix" run "${common[@]}" --embedding-norm unit --out "$out/unit"
 "$lmfix" run "${common[@]}" --embedding-norm raw --out "$out/raw"
