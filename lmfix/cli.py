@@ -14,16 +14,14 @@ from .embeddings.cli import DATA_HELP
 from .errors import LmfixError
 
 
-class _Suppressed:
-    """Stands in for TrainConfig when only flags given on the command line should be set."""
+def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = False) -> None:
+    """Training flags shared by ``train`` and ``run``, defaults from TrainConfig.
 
-    def __getattr__(self, name):
-        return argparse.SUPPRESS
-
-
-def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
-    """Training flags shared by ``train`` and ``run`` (defaults from TrainConfig, or none)."""
-    d = defaults or _Suppressed()
+    ``only_given``: a flag left out sets nothing (``run`` lets the preset decide), and its help
+    names TrainConfig's default as the fallback.
+    """
+    d = defaults
+    first = len(p._actions)
     g = p.add_argument_group("model")
     g.add_argument("--emsize", type=int, default=d.emsize,
                    help="embedding size d (default: the embedding file's, else 200)")
@@ -85,6 +83,12 @@ def add_train_flags(p: argparse.ArgumentParser, defaults) -> None:
     g.add_argument("--checkpoint-every", type=float, default=d.checkpoint_every,
                    help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch "
                         "ends only)")
+    if only_given:
+        for action in p._actions[first:]:
+            if action.help and "%(default)s" in action.help:
+                action.help = action.help.replace("%(default)s", f"{action.default}, unless "
+                                                  "the preset sets it")
+            action.default = argparse.SUPPRESS
 
 
 def config_from_args(cls, args: argparse.Namespace):
@@ -164,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedding file paths (default: the first five)")
     p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_train_flags(p, None)
+    add_train_flags(p, TrainConfig(), only_given=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md, CSV/JSON, plots and index.html",

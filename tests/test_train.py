@@ -149,3 +149,11 @@ def test_amp_trains_to_a_finite_perplexity(tiny_corpus_dir, tmp_path):
     s = train(run_cfg(tiny_corpus_dir, tmp_path / "amp", epochs=1, amp=True,
                       embedding="random-orthogonal"), progress=False)
     assert math.isfinite(s["test_ppl"]) and s["config"]["train"]["amp"] is True
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["run"], ["report"], ["build-embeddings"],
+                                 ["neighbors"]])
+def test_every_help_text_renders(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0 and "usage: lmfix" in capsys.readouterr().out
