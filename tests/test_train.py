@@ -71,7 +71,7 @@ def test_fixed_embedding_stays_fixed_through_training(tiny_corpus_dir, tmp_path)
     assert s["params"]["fixed"] == s["vocab_size"] * 16
     corpus = load_corpus(str(tiny_corpus_dir))
     expect = normalize_vectors(resolve_embedding("random-orthogonal", corpus.vocab.words, 16,
-                                                 1111).matrix, "mean-unit")
+                                                 1111).matrix, "unit")
     assert torch.equal(load_checkpoint(out / "best.pt")["model"]["fixed_weight"], expect)
 
 
