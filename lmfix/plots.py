@@ -101,8 +101,11 @@ def plot_val_ppl(series: list[dict], path: Path) -> None:
     else:  # every run diverged (inf/nan): still write the figure, saying so
         ax.text(0.5, 0.5, "no finite validation perplexity to plot", ha="center",
                 transform=ax.transAxes)
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlim(0.5, last_epoch + 0.5)  # whole epochs, also when there is only one
+    if last_epoch <= 12:
+        ax.set_xticks(range(1, int(last_epoch) + 1))
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity (log scale, lower is better)")
     ax.set_title("Validation perplexity per epoch")

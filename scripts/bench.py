@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -162,17 +161,30 @@ def time_windows(variants: dict, data, bptt: int, steps: int, windows: int, trai
     return {n: tokens / statistics.median(s["times"]) for n, s in state.items()}
 
 
+# Runs `python -m lmfix ...` and reports the process's own peak (VmHWM). Not ru_maxrss from
+# wait4: a forked child is charged the parent's resident pages until it execs, so it would
+# report the benchmark's own size.
+_PEAK_WRAPPER = """
+import re, runpy, sys
+sys.argv = ["lmfix", *sys.argv[1:]]
+try:
+    runpy.run_module("lmfix", run_name="__main__")
+finally:
+    hwm = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+    print(f"VmHWM_kB={hwm}", file=sys.stderr)
+"""
+
+
 def peak_rss_mb(embedding: str, data: Path) -> float:
     """Peak resident memory of a short `lmfix train` at d = 512 (its own process)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "lmfix", "train", "--data", str(data), "--embedding",
+        cmd = [sys.executable, "-c", _PEAK_WRAPPER, "train", "--data", str(data), "--embedding",
                embedding, "--emsize", "512", "--out", f"{tmp}/run", "--max-train-tokens", "20000",
                "--max-eval-tokens", "2000", "--epochs", "1", "--quiet"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()}")
-        return usage.ru_maxrss / 1024
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd[3:])} failed: {r.stderr[-2000:]}")
+        return int(r.stderr.rsplit("VmHWM_kB=", 1)[1].split()[0]) / 1024
 
 
 def main() -> None:
