@@ -6,6 +6,7 @@ A user's mistake (:class:`LmfixError`) ends with its message alone and exit stat
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import fields
@@ -100,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = config_from_args(TrainConfig, args)
     summary = train(cfg, command=args.command, resume=args.resume, force=args.force,
                     progress=not args.quiet)
+    if summary.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, one summary line (rank 0's) is enough
     p = summary["params"]
     print(f"{summary['name']}: valid ppl {summary['val_ppl']:.2f} | test ppl "
           f"{summary['test_ppl']:.2f} | trainable {p['trainable']:,} | fixed {p['fixed']:,} | "
