@@ -99,6 +99,8 @@ def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: 
     emb = build_embeddings(method, corpus, dim, {}, seed, progress=progress)
     emb.meta["tokenizer"] = corpus.tokenizer
     save_embeddings(emb, path)
+    from .subword import copy_model
+    copy_model(corpus.tokenizer, f"{path}.tokenizer.model")
     print(f"built {path} in {time.perf_counter() - t0:.1f} s")
     return path
 

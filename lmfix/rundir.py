@@ -28,7 +28,7 @@ import torch
 
 from . import __version__
 from .errors import LmfixError
-from .fsutil import append_line, atomic_open, read_json, write_json
+from .fsutil import append_line, read_json, write_json
 
 LAST = "checkpoint.pt"
 BEST = "best.pt"
@@ -82,11 +82,6 @@ def set_status(out: Path, status: str, error: str | None = None) -> None:
 
 def log(out: Path, record: dict) -> None:
     append_line(out / "metrics.jsonl", json.dumps(record))
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    with atomic_open(dst, "wb") as f:
-        f.write(src.read_bytes())
 
 
 def finish(out: Path, summary: dict) -> None:

@@ -197,3 +197,15 @@ def words_in_pieces(pieces: list[str]) -> int:
             n += 1
         prev = p
     return n
+
+
+def copy_model(tokenizer: dict, dest: str | os.PathLike) -> Path | None:
+    """Copy a corpus's SentencePiece model to ``dest`` (beside embeddings or into a run), so
+    they stay usable without the cache. Word-level corpora have none: nothing is written."""
+    src = tokenizer.get("model_path")
+    if not src:
+        return None
+    dest = Path(dest)
+    with atomic_open(dest, "wb") as f:
+        f.write(Path(src).read_bytes())
+    return dest

@@ -206,8 +206,8 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
         rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
                                   "corpus": _corpus_info(corpus), **info, "params": params,
                                   "tokenizer": corpus.tokenizer})
-        if corpus.tokenizer.get("model_path"):  # the run stays usable without the cache
-            rundir.copy_file(Path(corpus.tokenizer["model_path"]), out / "tokenizer.model")
+        from .subword import copy_model
+        copy_model(corpus.tokenizer, out / "tokenizer.model")
     if d.is_main:
         rundir.set_status(out, "running")
     with rundir.stop_signals() as stop_flag:

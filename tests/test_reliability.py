@@ -201,3 +201,29 @@ def test_fuzz_corpus_reader_gives_a_corpus_or_one_clear_error(tmp_path_factory, 
         assert isinstance(load_corpus(str(d)), Corpus)
     except LmfixError:
         pass
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from lmfix.checkpoint import rng_state, set_rng_state
+    save_checkpoint(tmp_path / "c.pt", {"rng": rng_state()})
+    expect = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expect
+
+
+def test_resume_ignores_paths_in_config_that_point_elsewhere(tiny_corpus_dir, tmp_path):
+    """A run directory's config.json cannot send a resumed run's writes outside it."""
+    from lmfix.train import TrainConfig, train
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    cfg = TrainConfig(data=str(tiny_corpus_dir), out=str(run), emsize=8, epochs=1, batch_size=4,
+                      bptt=8)
+    train(cfg, progress=False)
+    conf = json.loads((run / "config.json").read_text())
+    conf["train"]["out"], conf["train"]["epochs"] = str(elsewhere), 2
+    (run / "config.json").write_text(json.dumps(conf))
+    s = train(TrainConfig(out=str(run)), resume=True, progress=False)
+    assert s["epochs"] == 2 and not elsewhere.exists()

@@ -296,6 +296,8 @@ def test_subword_embeddings_build_and_train_and_refuse_a_word_level_file(tiny_co
     # byte-fallback pieces never seen in training have no vector: filled at random
     train = ["train", *common, *sp, "--epochs", "1", "--batch-size", "4", "--bptt", "8",
              "--oov", "random"]
+    assert (tmp_path / "sp.bin.tokenizer.model").is_file()
+    assert not (tmp_path / "word.bin.tokenizer.model").exists()
     assert main([*train, "--embedding", str(tmp_path / "sp.bin"), "--out", str(tmp_path / "a")]) == 0
     capsys.readouterr()
     assert main([*train, "--embedding", str(tmp_path / "word.bin"), "--out",

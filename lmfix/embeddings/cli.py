@@ -142,6 +142,8 @@ def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str |
     emb.meta["tokenizer"] = corpus.tokenizer  # pieces only match runs with the same tokenizer
     built = time.perf_counter()
     save_embeddings(emb, out, fmt)
+    from ..subword import copy_model
+    copy_model(corpus.tokenizer, f"{out}.tokenizer.model")
     saved = time.perf_counter()
     cov = emb.meta["coverage"]
     print(f"{method}: {len(emb):,} x {emb.dim} vectors built in {emb.meta['build_seconds']:.1f} s "
