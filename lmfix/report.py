@@ -14,9 +14,7 @@ and a standalone HTML page.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import math
 from pathlib import Path
@@ -24,12 +22,9 @@ from typing import Any
 
 from . import plots
 from .errors import LmfixError
+from .report_render import PARTIAL_MARK, _is_num, fmt_int, render_html, render_markdown
 from .fsutil import atomic_open, read_json, write_json, write_text
 
-DASH = "—"
-PARTIAL_MARK = "†"
-
-# Flat columns of results.csv and of each results.json "runs" entry, in this order.
 FIELDS = [
     "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "emsize", "nhid",
     "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
@@ -41,28 +36,6 @@ FIELDS = [
     "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
     "python_version", "git_commit",
 ]
-COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "tokenizer", "trainable params",
-           "fixed params", "total params", "trainable % of baseline", "val ppl", "test ppl",
-           "test word ppl", "epochs",
-           "wall time", "tokens/s", "device"]
-
-HOW_TO_READ = (
-    "How to read this table: each row is one finished training run. *Trainable* parameters "
-    "are updated by the optimizer; *fixed* parameters are part of the model but frozen (the "
-    "fixed embedding matrix, used both as the input embedding and, tied, as the output "
-    "classifier). *Trainable % of baseline* divides a run's trainable parameters by those of "
-    "the baseline run (embedding `{baseline}`; by default the learned, untied embedding): the "
-    "paper reports that a fixed tied embedding with a learned logit scale trains about 89% "
-    "fewer parameters (about 11% of the baseline) at a similar perplexity. Perplexity is "
-    "exp(mean cross-entropy per token), lower is better; val ppl is the best epoch's. *Test "
-    "word ppl* spreads the same total cross-entropy over the words of the word-level corpus "
-    "(whitespace words plus one end-of-line each), so runs with different tokenizers (word, "
-    "SentencePiece) can be compared; for word-level runs it equals test ppl. Rows are "
-    "only comparable on the same data, vocabulary and evaluation split. Wall time and tokens/s "
-    "depend on the device: compare them only between rows run on the same device."
-)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading run directories
 
@@ -98,10 +71,6 @@ def _expand(paths: list[Path]) -> list[Path]:
             seen.add(p.resolve())
             unique.append(p)
     return unique
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _num(x: Any) -> float | int | None:
@@ -242,51 +211,6 @@ def tokenizer_label(tok: Any) -> str:
     if not isinstance(tok, dict) or tok.get("kind", "word") == "word":
         return "word"
     return f"sp-{tok.get('model_type', '?')}-{tok.get('vocab_size', '?')}"
-
-
-def fmt_int(x: Any) -> str:
-    if not _is_num(x) or not math.isfinite(x):
-        return DASH if x is None else str(x)
-    return f"{int(round(x)):,}"
-
-
-def fmt_ppl(x: Any) -> str:
-    if not _is_num(x) or not math.isfinite(x):
-        return DASH if x is None else str(x)  # inf/nan from a diverged run stay visible
-    return f"{x:,.2f}"
-
-
-def fmt_pct(x: float | None) -> str:
-    if x is None:
-        return DASH
-    return f"{x:.1f}%" if x >= 0.1 or x == 0 else f"{x:.2g}%"
-
-
-def fmt_duration(seconds: Any) -> str:
-    if not _is_num(seconds) or not math.isfinite(seconds) or seconds < 0:
-        return DASH
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def _cells(r: dict) -> list[str]:
-    """One table row as display strings (shared by report.md and index.html)."""
-    mark = f" {PARTIAL_MARK}" if r["max_eval_tokens"] is not None else ""
-    epochs = fmt_int(r["epochs"])
-    if r["best_epoch"] is not None and r["best_epoch"] != r["epochs"]:
-        epochs += f" (best {fmt_int(r['best_epoch'])})"
-    return [
-        r["name"], r["embedding_source"], "yes" if r["tied"] else "no",
-        "yes" if r["fixed"] else "no", fmt_int(r["emsize"]), r["tokenizer"],
-        fmt_int(r["params_trainable"]), fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
-        fmt_pct(r["trainable_pct_of_baseline"]), fmt_ppl(r["val_ppl"]) + mark,
-        fmt_ppl(r["test_ppl"]) + mark, fmt_ppl(r["test_word_ppl"]) + mark, epochs, fmt_duration(r["wall_s"]),
-        fmt_int(r["tokens_per_s"]), r["device_name"] or r["device"] or DASH,
-    ]
 
 
 def _grouped(pairs: list[tuple[str, Any]], unknown: str = "unknown") -> str:
@@ -457,72 +381,3 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
                             "" if v is None else v) for k, v in r.items()})
 
 
-def _not_complete_line(p: dict) -> str:
-    detail = p["status"] + (f", {p['error']}" if p["error"] else "")
-    if p["updated"]:
-        detail += f", last update {p['updated']}"
-    return f"not complete: {p['name']} ({detail})"
-
-
-def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
-    def md(s: str) -> str:  # a "|" or a line break inside a cell would break the table
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    out = ["# lmfix report", "",
-           "| " + " | ".join(COLUMNS) + " |",
-           "|" + "|".join(":---" if i < 4 else "---:" for i in range(len(COLUMNS))) + "|"]
-    out += ["| " + " | ".join(md(c) for c in _cells(r)) + " |" for r in rows]
-    out.append("")
-    out += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
-    out += [f"- {_not_complete_line(p)}" for p in results["not_complete"]]
-    out += [""] if results["not_complete"] else []
-    out += [HOW_TO_READ.format(baseline=baseline), "", "## Commands", "", "```sh"]
-    for r in rows:
-        out += [f"# {r['name']}", r["command"] or "# (command not recorded)"]
-    out += ["```", "", "## Environment", ""]
-    out += [f"- {k}: {v}" for k, v in results["environment"].items()]
-    out += ["", "## Plots", ""]
-    for key, title in (("val_ppl", "Validation perplexity"), ("scale", "Learned logit scale"),
-                       ("params", "Parameters")):
-        if results["plots"][key]:
-            out.append(f"![{title}]({results['plots'][key]})")
-    return "\n".join(out) + "\n"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
-color:#222}table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;
-padding:.3em .6em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%;display:block;
-margin:1em 0}.warn{color:#9a4b00}"""
-
-
-def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -> str:
-    e = html.escape
-
-    def img(name: str | None, alt: str) -> str:
-        if not name:
-            return ""
-        data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
-
-    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if 4 <= i <= 13 else ""}>{e(c)}</td>'
-                                    for i, c in enumerate(_cells(r))) + "</tr>\n" for r in rows)
-    parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-             f"<title>lmfix report</title><style>{_CSS}</style></head><body>",
-             "<h1>lmfix report</h1>", f"<table><tr>{head}</tr>\n{body}</table>"]
-    parts += [f'<p class="warn">{e(n)}</p>' for n in results["notes"]]
-    if results["not_complete"]:
-        parts.append("<ul>" + "".join(f"<li>{e(_not_complete_line(p))}</li>"
-                                      for p in results["not_complete"]) + "</ul>")
-    # The paragraph is written in Markdown; drop its emphasis marks rather than show them raw.
-    how = HOW_TO_READ.format(baseline=baseline).replace("*", "").replace("`", "")
-    parts.append(f"<p>{e(how)}</p>")
-    parts.append("<h2>Plots</h2>" + img(results["plots"]["val_ppl"], "validation perplexity")
-                 + img(results["plots"]["scale"], "learned logit scale")
-                 + img(results["plots"]["params"], "trainable vs fixed parameters"))
-    cmds = "\n".join(f"# {r['name']}\n{r['command'] or '# (command not recorded)'}" for r in rows)
-    parts.append(f"<h2>Commands</h2><pre>{e(cmds)}</pre><h2>Environment</h2><ul>")
-    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in results["environment"].items()]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)

@@ -14,7 +14,9 @@ fi
 py="$venv/bin/python"
 if ! "$py" -c "import torch" 2>/dev/null; then
     echo "installing ${LMFIX_TORCH:-torch==2.13.0}" >&2
-    "$py" -m pip install -q "${LMFIX_TORCH:-torch==2.13.0}"
+    # unquoted on purpose: LMFIX_TORCH may carry pip options (--index-url ...)
+    # shellcheck disable=SC2086
+    "$py" -m pip install -q ${LMFIX_TORCH:-torch==2.13.0}
 fi
 spec="$root"
 [ -n "$extra" ] && spec="$root[$extra]"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lmfix.errors import LmfixError
-from lmfix.report import collect_runs, fmt_duration, read_metrics, write_report
+from lmfix.report import collect_runs, read_metrics, write_report
+from lmfix.report_render import fmt_duration
 
 V, D, H = 33278, 200, 200
 LSTM = 2 * 4 * (H * (D + H) + 2 * H)  # two LSTM layers, two bias vectors each
