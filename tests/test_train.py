@@ -157,3 +157,12 @@ def test_every_help_text_renders(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
     assert e.value.code == 0 and "usage: lmfix" in capsys.readouterr().out
+
+
+def test_max_minutes_stops_training_then_validates_and_tests(tiny_corpus_dir, tmp_path):
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "r", epochs=50, max_minutes=1e-6),
+              progress=False)
+    epochs = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["kind"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["partial"] is True
+    assert s["epochs"] == 1 and math.isfinite(s["test_ppl"])
