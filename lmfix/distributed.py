@@ -53,8 +53,13 @@ def setup(device: torch.device) -> Dist:
     return d
 
 
-def shutdown(d: Dist) -> None:
+def shutdown(d: Dist, ok: bool = True) -> None:
+    """Leave the group. After success, wait for every rank first: a rank that tears gloo down
+    while another still talks to it can abort ("terminate called without an active
+    exception"). After a failure, do not wait for ranks that may be gone."""
     if d.enabled and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -168,12 +168,15 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
         cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
     device = pick_device(cfg.device)
     d = distributed.setup(device)
+    ok = False
     try:
         if d.enabled and device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
-        return _train(cfg, command, corpus, resume, force, progress and d.is_main, device, d)
+        summary = _train(cfg, command, corpus, resume, force, progress and d.is_main, device, d)
+        ok = True
+        return summary
     finally:
-        distributed.shutdown(d)
+        distributed.shutdown(d, ok)
 
 
 def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> dict:
