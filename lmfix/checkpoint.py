@@ -33,16 +33,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise LmfixError(f"checkpoint {path} was refused: it holds objects other than tensors "
-                         f"and plain containers, which lmfix never loads ({_first_line(e)})") from None
+                         f"and plain containers, which lmfix never loads ({first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise LmfixError(f"checkpoint {path} is corrupt or truncated ({_first_line(e)})"
+        raise LmfixError(f"checkpoint {path} is corrupt or truncated ({first_line(e)})"
                          ) from None
     if not isinstance(state, dict):
         raise LmfixError(f"checkpoint {path} is not an lmfix checkpoint")
     return state
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     lines = str(e).splitlines()
     return lines[0] if lines else type(e).__name__
 

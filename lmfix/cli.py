@@ -11,7 +11,7 @@ import shlex
 import sys
 from dataclasses import fields
 
-from .embeddings.cli import DATA_HELP
+from .data import DATA_HELP
 from .errors import LmfixError
 
 

@@ -31,6 +31,9 @@ _FILE_NAMES = {s: (f"{s}.txt", f"wiki.{s}.tokens") for s in SPLITS}
 _HUB_REPO = "Salesforce/wikitext"
 _HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 DEFAULT_HUB = "wikitext-2-v1"
+DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
+             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
+             "default $LMFIX_DATA, else hub:wikitext-2-v1")  # --data's help, for every command
 
 
 @dataclass

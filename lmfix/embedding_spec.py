@@ -23,12 +23,6 @@ class ResolvedEmbedding:
     coverage: dict = field(default_factory=dict)
 
 
-def describe_spec(spec: str) -> str:
-    if spec in LEARNED_SPECS + BASIS_SPECS:
-        return spec
-    return f"file {spec}"
-
-
 def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
                       oov: str = "error", tokenizer: dict | None = None) -> ResolvedEmbedding:
     """``emsize`` None means "take the file's dimension" (200 for learned and bases)."""

@@ -32,7 +32,8 @@ from .fsutil import append_line, read_json, write_json
 
 LAST = "checkpoint.pt"
 BEST = "best.pt"
-RUN_FILES = ("config.json", "status.json", "metrics.jsonl", LAST, BEST, "summary.json")
+RUN_FILES = ("config.json", "status.json", "metrics.jsonl", LAST, BEST, "summary.json",
+             "tokenizer.model")
 
 
 def prepare(out: Path, force: bool = False) -> None:

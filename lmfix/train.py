@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import rundir
 from . import distributed
-from .checkpoint import _first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
 from .embedding_spec import resolve_embedding
@@ -209,8 +209,9 @@ def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> di
         rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
                                   "corpus": _corpus_info(corpus), **info, "params": params,
                                   "tokenizer": corpus.tokenizer})
-        from .subword import copy_model
-        copy_model(corpus.tokenizer, out / "tokenizer.model")
+        if corpus.tokenizer.get("model_path"):  # the run stays usable without the cache
+            from .subword import copy_model
+            copy_model(corpus.tokenizer, out / "tokenizer.model")
     if d.is_main:
         rundir.set_status(out, "running")
     with rundir.stop_signals() as stop_flag:
@@ -273,7 +274,7 @@ def _restore(run: _Run, device) -> dict:
         set_rng_state(rngs[run.dist.rank])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise LmfixError(f"{path} does not match this run's model "
-                         f"({_first_line(e)})") from None
+                         f"({first_line(e)})") from None
     if state["hidden"] is not None:
         # (layers, batch, hidden): this process's columns of the gathered batch
         state["hidden"] = tuple(distributed.eval_columns(h, run.dist) for h in state["hidden"])

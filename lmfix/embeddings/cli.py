@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..data import DATA_HELP
 from ..errors import LmfixError
 from .build import METHODS
 
-DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
-             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
-             "default $LMFIX_DATA, else hub:wikitext-2-v1")  # lmfix.cli uses it too
 
 # Method flags: dest → (flag, methods it applies to). Defaults live in the config dataclasses.
 _METHOD_FLAGS = {
