@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import LmfixError
+from .errors import LmfixError, first_line
 from .fsutil import atomic_open
 
 
@@ -40,11 +40,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise LmfixError(f"checkpoint {path} is not an lmfix checkpoint")
     return state
-
-
-def first_line(e: BaseException) -> str:
-    lines = str(e).splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def rng_state() -> dict[str, Any]:

@@ -10,9 +10,16 @@ import os
 import shlex
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .data import DATA_HELP
+from .embeddings.cli import register as register_embeddings
 from .errors import LmfixError
+from .model import DEFAULT_DIM
+from .report import write_report
+from .run import DEFAULT_VARIANTS, PRESETS, run
+from .tokenizer import TokenizerConfig, add_tokenizer_flags
+from .train import TrainConfig, train
 
 
 def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = False) -> None:
@@ -22,70 +29,66 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
     names TrainConfig's default as the fallback.
     """
     d = defaults
-    first = len(p._actions)
+    added: list[argparse.Action] = []
+
+    def add(group, *names, **kw) -> None:
+        added.append(group.add_argument(*names, **kw))
+
     g = p.add_argument_group("model")
-    g.add_argument("--emsize", type=int, default=d.emsize,
-                   help="embedding size d (default: the embedding file's, else 200)")
-    g.add_argument("--nhid", type=int, default=d.nhid,
-                   help="LSTM hidden size (default: emsize; if different, a learned projection "
-                        "maps it to emsize before the tied classifier)")
-    g.add_argument("--nlayers", type=int, default=d.nlayers, help="LSTM layers (default %(default)s)")
-    g.add_argument("--dropout", type=float, default=d.dropout,
-                   help="dropout on embeddings and LSTM output (default %(default)s)")
-    g.add_argument("--embedding-norm", choices=("raw", "unit", "mean-unit"),
-                   default=d.embedding_norm,
-                   help="scaling of a fixed embedding before use: raw, unit rows, or divided by "
-                        "the mean row norm (default %(default)s)")
-    g.add_argument("--cosine", action="store_true", default=d.cosine,
-                   help="fixed only: cosine classifier, unit-norm rows and hidden state "
-                        "(the paper's image form)")
-    g.add_argument("--scale-init", type=float, default=d.scale_init,
-                   help="fixed only: initial learned logit scale (default 10 with --cosine, else 1)")
-    g.add_argument("--oov", choices=("error", "random", "zero"), default=d.oov,
-                   help="LM words missing from an embedding file: error (default), a random "
-                        "vector of the mean norm, or zeros")
-    g.add_argument("--tokenizer", choices=("word", "sentencepiece"), default=d.tokenizer,
-                   help="word: the example's word-level tokens (default); sentencepiece: a "
-                        "subword model trained on the training split")
-    g.add_argument("--sp-model-type", choices=("unigram", "bpe"), default=d.sp_model_type,
-                   help="SentencePiece model type (default %(default)s)")
-    g.add_argument("--sp-vocab-size", type=int, default=d.sp_vocab_size,
-                   help="SentencePiece vocabulary size (default %(default)s)")
+    add(g, "--emsize", type=int, default=d.emsize,
+        help=f"embedding size d (default: the embedding file's, else {DEFAULT_DIM})")
+    add(g, "--nhid", type=int, default=d.nhid,
+        help="LSTM hidden size (default: emsize; if different, a learned projection maps it "
+             "to emsize before the tied classifier)")
+    add(g, "--nlayers", type=int, default=d.nlayers, help="LSTM layers (default %(default)s)")
+    add(g, "--dropout", type=float, default=d.dropout,
+        help="dropout on embeddings and LSTM output (default %(default)s)")
+    add(g, "--embedding-norm", choices=("raw", "unit", "mean-unit"), default=d.embedding_norm,
+        help="scaling of a fixed embedding before use: raw, unit rows, or divided by the mean "
+             "row norm (default %(default)s)")
+    add(g, "--cosine", action="store_true", default=d.cosine,
+        help="fixed only: cosine classifier, unit-norm rows and hidden state (the paper's "
+             "image form)")
+    add(g, "--scale-init", type=float, default=d.scale_init,
+        help="fixed only: initial learned logit scale (default 10 with --cosine, else 1)")
+    add(g, "--oov", choices=("error", "random", "zero"), default=d.oov,
+        help="LM words missing from an embedding file: error (default), a random vector of "
+             "the mean norm, or zeros")
+    added += add_tokenizer_flags(g, TokenizerConfig.from_flags(d))
     g = p.add_argument_group("training (defaults: the PyTorch word_language_model example)")
-    g.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
-    g.add_argument("--clip", type=float, default=d.clip,
-                   help="gradient norm clipping (default %(default)s)")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="training batch size: independent columns (default %(default)s)")
-    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size,
-                   help="evaluation batch size (default %(default)s, as the example)")
-    g.add_argument("--bptt", type=int, default=d.bptt,
-                   help="truncated backpropagation length (default %(default)s)")
-    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
-                   help="sgd is the example's plain update (default %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="weight decay (default %(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
-    g.add_argument("--amp", action="store_true", default=d.amp,
-                   help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; on "
-                        "CPUs without bfloat16 units it is slower)")
+    add(g, "--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
+    add(g, "--clip", type=float, default=d.clip,
+        help="gradient norm clipping (default %(default)s; 0: no clipping)")
+    add(g, "--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
+    add(g, "--batch-size", type=int, default=d.batch_size,
+        help="training batch size: independent columns (default %(default)s)")
+    add(g, "--eval-batch-size", type=int, default=d.eval_batch_size,
+        help="evaluation batch size (default %(default)s, as the example)")
+    add(g, "--bptt", type=int, default=d.bptt,
+        help="truncated backpropagation length (default %(default)s)")
+    add(g, "--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
+        help="sgd is the example's plain update (default %(default)s)")
+    add(g, "--weight-decay", type=float, default=d.weight_decay,
+        help="weight decay (default %(default)s)")
+    add(g, "--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    add(g, "--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
+    add(g, "--amp", action="store_true", default=d.amp,
+        help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; refused on CPUs "
+             "without bfloat16 LSTM kernels)")
     g = p.add_argument_group("budgets and logging")
-    g.add_argument("--max-train-tokens", type=int, default=d.max_train_tokens,
-                   help="train on the first N tokens of the training split only")
-    g.add_argument("--max-eval-tokens", type=int, default=d.max_eval_tokens,
-                   help="evaluate on the first N tokens of valid/test only (default: all; the "
-                        "summary records it)")
-    g.add_argument("--max-minutes", type=float, default=d.max_minutes,
-                   help="stop training after M minutes, then validate and test")
-    g.add_argument("--log-interval", type=int, default=d.log_interval,
-                   help="batches between progress records (default %(default)s)")
-    g.add_argument("--checkpoint-every", type=float, default=d.checkpoint_every,
-                   help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch "
-                        "ends only)")
+    add(g, "--max-train-tokens", type=int, default=d.max_train_tokens,
+        help="train on the first N tokens of the training split only")
+    add(g, "--max-eval-tokens", type=int, default=d.max_eval_tokens,
+        help="evaluate on the first N tokens of valid/test only (default: all; the summary "
+             "records it)")
+    add(g, "--max-minutes", type=float, default=d.max_minutes,
+        help="stop training after M minutes, then validate and test")
+    add(g, "--log-interval", type=int, default=d.log_interval,
+        help="batches between progress records (default %(default)s)")
+    add(g, "--checkpoint-every", type=float, default=d.checkpoint_every,
+        help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch ends only)")
     if only_given:
-        for action in p._actions[first:]:
+        for action in added:
             if action.help and "%(default)s" in action.help:
                 action.help = action.help.replace("%(default)s", f"{action.default}, unless "
                                                   "the preset sets it")
@@ -97,9 +100,14 @@ def config_from_args(cls, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    if args.resume:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
+        if args.out_given and args.out != args.resume:
+            raise LmfixError(f"--resume {args.resume} and --out {args.out} name different runs")
+        args.out = args.resume
+    elif args.resume == "" and not args.out_given:
+        raise LmfixError("--resume needs the run directory: lmfix train --resume RUN_DIR")
     cfg = config_from_args(TrainConfig, args)
-    summary = train(cfg, command=args.command, resume=args.resume, force=args.force,
+    summary = train(cfg, command=args.command, resume=args.resume is not None, force=args.force,
                     progress=not args.quiet)
     if summary.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
         return  # under torchrun, one summary line (rank 0's) is enough
@@ -110,29 +118,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .report import write_report
     out = Path(args.out) if args.out else Path(args.runs[0])
     write_report([Path(r) for r in args.runs], out)
     print(f"report written to {out}/report.md and {out}/index.html")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .run import run
-    from .train import TrainConfig
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if hasattr(args, f.name) and f.name not in ("data", "out", "embedding")}
     variants = args.variants.split(",") if args.variants else None
-    run(args.preset, Path(args.out), args.data, variants, overrides, force=args.force,
-        progress=not args.quiet, command=args.command)
+    run_dirs = run(args.preset, Path(args.out), args.data, variants, overrides, force=args.force,
+                   progress=not args.quiet, command=args.command)
+    write_report(run_dirs, Path(args.out))
     print(f"report: {args.out}/report.md and {args.out}/index.html")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainConfig
     parser = argparse.ArgumentParser(
         prog="lmfix", description="Language models with fixed word embeddings "
         "(Hoffer, Hubara & Soudry 2018, 'Fix your classifier').")
@@ -145,18 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learned (tied), learned-untied, random-orthogonal, hadamard, or an "
                         "embedding file (word2vec .txt/.bin, GloVe, fastText .vec, .npy + vocab) "
                         "used fixed and tied (default %(default)s)")
-    p.add_argument("--out", default="runs/run", help="run directory (default %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--out", default=None,
+                   help=f"run directory (default {TrainConfig.out})")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR (or --out) from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_train_flags(p, TrainConfig())
     p.set_defaults(func=cmd_train)
 
-    from .embeddings.cli import register as register_embeddings
     register_embeddings(sub)
 
-    from .run import DEFAULT_VARIANTS, PRESETS
     p = sub.add_parser("run", help="the whole comparison: embeddings, every variant, report",
                        description="Build word2vec and PMI embeddings, train every variant and "
                        "write the report. Finished variants in --out are kept; interrupted "
@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.command = "lmfix " + shlex.join(argv)
+    if args.cmd == "train":
+        args.out_given = args.out is not None
+        args.out = args.out or TrainConfig.out
     try:
         args.func(args)
     except LmfixError as e:

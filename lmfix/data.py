@@ -1,9 +1,10 @@
-"""WikiText-style word-level corpora: reading, vocabulary, and the batch layout of the
-PyTorch ``word_language_model`` example, so perplexities are comparable with it.
+"""WikiText-style corpora: reading them (a directory or the hub), tokenizing them with a
+:mod:`lmfix.tokenizer`, and the batch layout of the PyTorch ``word_language_model`` example, so
+perplexities are comparable with it.
 
-Tokenization follows that example exactly: each line is split on whitespace and an ``<eos>``
-is appended to every line, blank lines included. On WikiText-2 this gives 2,088,628 / 217,646 /
-245,569 tokens (train/valid/test) and 33,278 types.
+Word-level tokenization follows that example exactly: each line is split on whitespace and an
+``<eos>`` is appended to every line, blank lines included. On WikiText-2 this gives 2,088,628 /
+217,646 / 245,569 tokens (train/valid/test) and 33,278 types.
 
 Example::
 
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import LmfixError
+from .errors import LmfixError, first_line
+from .tokenizer import Tokenizer, TokenizerConfig
+from .vocab import EOS, Vocab
 
-EOS = "<eos>"
-UNK = "<unk>"
 SPLITS = ("train", "valid", "test")
 # Accepted file names per split: the example's renamed files, then the original archive's.
 _FILE_NAMES = {s: (f"{s}.txt", f"wiki.{s}.tokens") for s in SPLITS}
@@ -34,21 +35,6 @@ DEFAULT_HUB = "wikitext-2-v1"
 DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
              "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
              "default $LMFIX_DATA, else hub:wikitext-2-v1")  # --data's help, for every command
-
-
-@dataclass
-class Vocab:
-    """Words in order of first appearance in the training split; a word's id is its index."""
-
-    words: list[str]
-    index: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.index:
-            self.index = {w: i for i, w in enumerate(self.words)}
-
-    def __len__(self) -> int:
-        return len(self.words)
 
 
 @dataclass
@@ -65,7 +51,7 @@ class RawText:
 class Corpus:
     name: str
     source: str
-    vocab: Vocab
+    tokenizer: Tokenizer
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
@@ -75,39 +61,13 @@ class Corpus:
     # perplexity can be compared across tokenizations (lmfix.metrics).
     words: dict[str, int] = field(default_factory=dict)
     chars: dict[str, int] = field(default_factory=dict)
-    tokenizer: dict = field(default_factory=lambda: {"kind": "word"})
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.tokenizer.vocab
 
     def split(self, name: str) -> torch.Tensor:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
-
-
-def build_vocab(lines: list[str]) -> Vocab:
-    seen: dict[str, int] = {}
-    for line in lines:
-        for w in line.split():
-            if w not in seen:
-                seen[w] = len(seen)
-        if EOS not in seen:
-            seen[EOS] = len(seen)
-    # A general corpus may lack <unk>; valid/test words absent from train need it.
-    if UNK not in seen:
-        seen[UNK] = len(seen)
-    return Vocab(list(seen), seen)
-
-
-def encode(lines: list[str], vocab: Vocab) -> tuple[torch.Tensor, int]:
-    """Token ids with one <eos> per line; words outside ``vocab`` become <unk> (counted)."""
-    index, eos, unk = vocab.index, vocab.index[EOS], vocab.index[UNK]
-    ids: list[int] = []
-    n_unk = 0
-    for line in lines:
-        for w in line.split():
-            i = index.get(w)
-            if i is None:
-                i, n_unk = unk, n_unk + 1
-            ids.append(i)
-        ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long), n_unk
 
 
 def sentences(ids: torch.Tensor, vocab: Vocab) -> list[list[str]]:
@@ -134,14 +94,13 @@ def count_chars(lines: list[str]) -> int:
     return sum(len(line.strip()) + 1 for line in lines)
 
 
-def corpus_from_lines(raw: RawText) -> Corpus:
-    """Word-level tokenization (the example's)."""
-    vocab = build_vocab(raw.lines["train"])
+def tokenize(raw: RawText, tokenizer: Tokenizer) -> Corpus:
     streams, unk = {}, {}
     for s in SPLITS:
-        streams[s], unk[s] = encode(raw.lines[s], vocab)
-    return Corpus(raw.name, raw.source, vocab, streams["train"], streams["valid"], streams["test"],
-                  raw.train_sha256, unk, text_stats(raw, "words"), text_stats(raw, "chars"))
+        streams[s], unk[s] = tokenizer.encode(raw.lines[s])
+    return Corpus(raw.name, raw.source, tokenizer, streams["train"], streams["valid"],
+                  streams["test"], raw.train_sha256, unk, text_stats(raw, "words"),
+                  text_stats(raw, "chars"))
 
 
 def text_stats(raw: RawText, what: str) -> dict[str, int]:
@@ -151,7 +110,9 @@ def text_stats(raw: RawText, what: str) -> dict[str, int]:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        with open(path, encoding="utf-8", newline=None) as f:
+        # utf-8-sig drops a leading byte-order mark (else the first word would be "\ufeff...");
+        # newline=None reads CRLF and CR line ends as LF.
+        with open(path, encoding="utf-8-sig", newline=None) as f:
             return f.readlines()
     except UnicodeDecodeError as e:
         raise LmfixError(f"{path}: not UTF-8 text (byte {e.start}); "
@@ -199,7 +160,7 @@ def read_hub(name: str = DEFAULT_HUB) -> RawText:
     except Exception as e:  # datasets raises many types offline (ConnectionError, HfHubHTTPError...)
         raise LmfixError(
             f"could not load {repo} ({config}) from the Hugging Face hub: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}\n"
+            f"{first_line(e)}\n"
             "Provide the data either way:\n"
             "  --data DIR (or LMFIX_DATA=DIR): a directory with train.txt, valid.txt, test.txt\n"
             "      (or wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)\n"
@@ -229,13 +190,10 @@ def read_text(spec: str | None = None) -> RawText:
     return read_directory(spec)
 
 
-def load_corpus(spec: str | None = None, tokenizer=None) -> Corpus:
-    """Read and tokenize: word-level, or subword with a ``lmfix.subword.SubwordConfig``."""
+def load_corpus(spec: str | None = None, tokenizer: TokenizerConfig | None = None) -> Corpus:
+    """Read and tokenize (word-level unless ``tokenizer`` says otherwise)."""
     raw = read_text(spec)
-    if tokenizer is None or tokenizer.kind == "word":
-        return corpus_from_lines(raw)
-    from .subword import subword_corpus
-    return subword_corpus(raw, tokenizer)
+    return tokenize(raw, (tokenizer or TokenizerConfig()).fit(raw.lines["train"], raw.train_sha256))
 
 
 # Batch layout, as in the PyTorch word_language_model example. The token stream

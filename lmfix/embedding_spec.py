@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from .errors import LmfixError
+from .model import DEFAULT_DIM
+from .tokenizer import describe, same_tokenizer
 
 LEARNED_SPECS = ("learned", "learned-untied")
 BASIS_SPECS = ("random-orthogonal", "hadamard")
@@ -25,12 +27,13 @@ class ResolvedEmbedding:
 
 def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
                       oov: str = "error", tokenizer: dict | None = None) -> ResolvedEmbedding:
-    """``emsize`` None means "take the file's dimension" (200 for learned and bases)."""
+    """``emsize`` None means "take the file's dimension" (DEFAULT_DIM for learned and bases);
+    ``tokenizer`` is the corpus tokenizer's identity, checked against the file's."""
     if spec in LEARNED_SPECS:
-        return ResolvedEmbedding(spec, "learned", emsize or 200)
+        return ResolvedEmbedding(spec, "learned", emsize or DEFAULT_DIM)
     if spec in BASIS_SPECS:
         from .embeddings import bases
-        d = emsize or 200
+        d = emsize or DEFAULT_DIM
         make = bases.random_orthogonal if spec == "random-orthogonal" else bases.hadamard
         m = torch.from_numpy(np.asarray(make(len(vocab_words), d, seed), dtype=np.float32))
         return ResolvedEmbedding("fixed", spec, d, m, {"covered": len(vocab_words), "missing": 0,
@@ -56,12 +59,6 @@ def _check_tokenizer(path: Path, built_with: dict | None, corpus_tok: dict | Non
     """Vectors of one tokenizer's pieces mean nothing to another's, even where strings match."""
     if built_with is None or corpus_tok is None:
         return  # a file from another tool: rows are matched by word and coverage reported
-    def key(t: dict) -> tuple:
-        return (t.get("kind", "word"), t.get("model_sha256"))
-    if key(built_with) != key(corpus_tok):
-        def name(t: dict) -> str:
-            if t.get("kind", "word") == "word":
-                return "word-level tokens"
-            return f"a {t.get('model_type')} SentencePiece model of {t.get('vocab_size')} pieces"
-        raise LmfixError(f"{path} was built over {name(built_with)}, but this run uses "
-                         f"{name(corpus_tok)}; build it with the same --tokenizer settings")
+    if not same_tokenizer(built_with, corpus_tok):
+        raise LmfixError(f"{path} was built over {describe(built_with)}, but this run uses "
+                         f"{describe(corpus_tok)}; build it with the same --tokenizer settings")

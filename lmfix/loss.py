@@ -17,22 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# How many bytes of logits one chunk may hold when the caller gives no chunk_rows. Measured
-# with scripts/bench_loss.py (1 thread: the shared 2-core AMD EPYC box, 1 MB L2 per core,
-# 32 MB L3, was too loaded for stable 2-thread numbers), N=700, V=33,278, float32,
-# forward+backward in ms, learned / frozen weight (plain F.linear+F.cross_entropy: 637 at
-# d=200, 1905 at d=512, same runs):
-#   chunk_rows      32        64        128       234       350       700
-#   d=200        559/426   533/393   480/369   458/335   418/322   462/343
-#   d=512           -     1998/1402 1600/1140 1629/1011 1481/1075     -
-# Small chunks lose: the N x V x d matmuls are ~90% of the time and MKL runs them well
-# below peak on few rows, while the passes over the logits (log-softmax, exp) are cheap
-# whether or not a chunk fits in cache. From ~200 rows on the curve is flat (noise is
-# ~10%). With 2 threads on a quiet machine the matmul rate still grows from 175 to 350 rows
-# (d=512: 105 -> 121 GFLOP/s), so a chunk may hold 48 MiB: 350 rows here, 2 chunks for a
-# training batch, 1 for an evaluation batch (10 x 35), at half the logits' memory.
-# On CUDA big matmuls matter more still, and 64 MiB keeps a chunk small next to the card's
-# memory.
+# How many bytes of logits one chunk may hold when the caller gives no chunk_rows. From ~200
+# rows on, time per token is flat (small chunks leave the N x V x d matmuls below peak), so
+# 48 MiB on CPU and 64 MiB on CUDA; run scripts/bench_loss.py for the numbers.
 _CHUNK_BYTES = {"cpu": 48 << 20, "cuda": 64 << 20}
 _MIN_CHUNK_ROWS = 32
 

@@ -23,13 +23,14 @@ from torch import nn
 from .loss import linear_cross_entropy
 
 EMBEDDING_MODES = ("learned", "learned-untied", "fixed")
+DEFAULT_DIM = 200  # the PyTorch example's emsize = nhid
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int
-    emsize: int = 200
-    nhid: int = 200
+    emsize: int = DEFAULT_DIM
+    nhid: int = DEFAULT_DIM
     nlayers: int = 2
     dropout: float = 0.2
     embedding: str = "learned"  # one of EMBEDDING_MODES

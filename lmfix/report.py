@@ -24,13 +24,15 @@ from . import plots
 from .errors import LmfixError
 from .report_render import PARTIAL_MARK, _is_num, fmt_int, render_html, render_markdown
 from .fsutil import atomic_open, read_json, write_json, write_text
+from .tokenizer import label_of
 
+# Flat columns of results.csv and of each results.json "runs" entry, in this order.
 FIELDS = [
     "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "emsize", "nhid",
     "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
     "params_embedding_trainable", "params_embedding_fixed", "trainable_pct_of_baseline",
     "tokenizer", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_word_ppl", "test_word_ppl",
-    "test_bpc", "world_size", "grad_bytes_per_step", "epochs", "best_epoch", "train_tokens",
+    "test_bpc", "world_size", "grad_bytes_per_step", "comm_bytes_per_step", "epochs", "best_epoch", "train_tokens",
     "wall_s", "tokens_per_s", "device", "device_name", "final_scale", "max_train_tokens",
     "max_eval_tokens",
     "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
@@ -189,10 +191,13 @@ def _row(run: dict, baseline_trainable: float | None) -> dict:
         "trainable_pct_of_baseline": pct,
         "val_loss": _num(s.get("val_loss")), "val_ppl": s["val_ppl"],
         "test_loss": _num(s.get("test_loss")), "test_ppl": s["test_ppl"],
-        "tokenizer": tokenizer_label(s.get("tokenizer")),
+        "tokenizer": label_of(s.get("tokenizer")),
         "val_word_ppl": _num(s.get("val_word_ppl")), "test_word_ppl": _num(s.get("test_word_ppl")),
         "test_bpc": _num(s.get("test_bpc")), "world_size": _num(s.get("world_size")),
-        "grad_bytes_per_step": _num(s.get("grad_bytes_per_step")),
+        # formula, renamed when the measured comm_bytes_per_step was added (older runs)
+        "grad_bytes_per_step": _num(s.get("grad_bytes_per_step_formula",
+                                          s.get("grad_bytes_per_step"))),
+        "comm_bytes_per_step": _num(s.get("comm_bytes_per_step")),
         "epochs": _num(s.get("epochs")), "best_epoch": _num(s.get("best_epoch")),
         "train_tokens": _num(s.get("train_tokens")), "wall_s": _num(s.get("wall_s")),
         "tokens_per_s": _num(s.get("tokens_per_s")), "device": s.get("device"),
@@ -204,13 +209,6 @@ def _row(run: dict, baseline_trainable: float | None) -> dict:
         "torch_version": ver.get("torch"), "python_version": ver.get("python"),
         "git_commit": s.get("git_commit"),
     }
-
-
-def tokenizer_label(tok: Any) -> str:
-    """"word", or e.g. "sp-unigram-8000" for a SentencePiece vocabulary."""
-    if not isinstance(tok, dict) or tok.get("kind", "word") == "word":
-        return "word"
-    return f"sp-{tok.get('model_type', '?')}-{tok.get('vocab_size', '?')}"
 
 
 def _grouped(pairs: list[tuple[str, Any]], unknown: str = "unknown") -> str:

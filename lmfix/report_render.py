@@ -10,17 +10,28 @@ import base64
 import html
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 DASH = "—"
 PARTIAL_MARK = "†"
 
-# Flat columns of results.csv and of each results.json "runs" entry, in this order.
 
-COLUMNS = ["variant", "embedding", "tied", "fixed", "d", "tokenizer", "trainable params",
-           "fixed params", "total params", "trainable % of baseline", "val ppl", "test ppl",
-           "test word ppl", "epochs",
-           "wall time", "tokens/s", "device"]
+class Column(NamedTuple):
+    name: str
+    numeric: bool  # right-aligned, so digits line up down the column
+
+
+# The report table, in the order of _cells' values.
+TABLE = (
+    Column("variant", False), Column("embedding", False), Column("tied", False),
+    Column("fixed", False), Column("d", True), Column("tokenizer", False),
+    Column("trainable params", True), Column("fixed params", True),
+    Column("total params", True), Column("trainable % of baseline", True),
+    Column("val ppl", True), Column("test ppl", True), Column("test word ppl", True),
+    Column("epochs", True), Column("wall time", True), Column("tokens/s", True),
+    Column("device", False),
+)
+COLUMNS = [c.name for c in TABLE]
 
 HOW_TO_READ = (
     "How to read this table: each row is one finished training run. *Trainable* parameters "
@@ -39,10 +50,8 @@ HOW_TO_READ = (
 )
 
 
-
 def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
 
 
 def fmt_int(x: Any) -> str:
@@ -85,10 +94,10 @@ def _cells(r: dict) -> list[str]:
         "yes" if r["fixed"] else "no", fmt_int(r["emsize"]), r["tokenizer"],
         fmt_int(r["params_trainable"]), fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
         fmt_pct(r["trainable_pct_of_baseline"]), fmt_ppl(r["val_ppl"]) + mark,
-        fmt_ppl(r["test_ppl"]) + mark, fmt_ppl(r["test_word_ppl"]) + mark, epochs, fmt_duration(r["wall_s"]),
-        fmt_int(r["tokens_per_s"]), r["device_name"] or r["device"] or DASH,
+        fmt_ppl(r["test_ppl"]) + mark, fmt_ppl(r["test_word_ppl"]) + mark, epochs,
+        fmt_duration(r["wall_s"]), fmt_int(r["tokens_per_s"]),
+        r["device_name"] or r["device"] or DASH,
     ]
-
 
 
 def _not_complete_line(p: dict) -> str:
@@ -104,7 +113,7 @@ def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
 
     out = ["# lmfix report", "",
            "| " + " | ".join(COLUMNS) + " |",
-           "|" + "|".join(":---" if i < 4 else "---:" for i in range(len(COLUMNS))) + "|"]
+           "|" + "|".join("---:" if c.numeric else ":---" for c in TABLE) + "|"]
     out += ["| " + " | ".join(md(c) for c in _cells(r)) + " |" for r in rows]
     out.append("")
     out += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
@@ -124,10 +133,10 @@ def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
-color:#222}table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;
-padding:.3em .6em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%;display:block;
-margin:1em 0}.warn{color:#9a4b00}"""
+color:#222}.tablewrap{overflow-x:auto}table{border-collapse:collapse;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em}th{background:#f3f3f3}
+td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:.8em;
+overflow-x:auto}img{max-width:100%;display:block;margin:1em 0}.warn{color:#9a4b00}"""
 
 
 def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -> str:
@@ -139,12 +148,16 @@ def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -
         data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
 
+    def row(r: dict) -> str:
+        return "".join(f'<td{" class=n" if col.numeric else ""}>{e(c)}</td>'
+                       for col, c in zip(TABLE, _cells(r), strict=True))
+
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if 4 <= i <= 13 else ""}>{e(c)}</td>'
-                                    for i, c in enumerate(_cells(r))) + "</tr>\n" for r in rows)
+    body = "".join(f"<tr>{row(r)}</tr>\n" for r in rows)
     parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
              f"<title>lmfix report</title><style>{_CSS}</style></head><body>",
-             "<h1>lmfix report</h1>", f"<table><tr>{head}</tr>\n{body}</table>"]
+             "<h1>lmfix report</h1>",
+             f'<div class="tablewrap"><table><tr>{head}</tr>\n{body}</table></div>']
     parts += [f'<p class="warn">{e(n)}</p>' for n in results["notes"]]
     if results["not_complete"]:
         parts.append("<ul>" + "".join(f"<li>{e(_not_complete_line(p))}</li>"

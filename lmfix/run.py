@@ -1,9 +1,10 @@
-"""The whole comparison: build embeddings, train every variant, write the report.
+"""The whole comparison: build embeddings and train every variant (``lmfix run`` then writes
+the report with :mod:`lmfix.report`).
 
     OUT/
       embeddings/   word2vec-d200.bin, pmi-d200.bin (+ .json sidecars), reused when settings match
       runs/NAME/    one run directory per variant (see lmfix.rundir)
-      report.md, results.csv, results.json, *.png, index.html
+      run.json      the preset, variants and settings of the last ``lmfix run``
 
 A variant whose run is finished is not trained again; one that was interrupted or crashed is
 resumed from its last checkpoint. ``force`` redoes everything.
@@ -19,8 +20,9 @@ from . import rundir
 from .data import Corpus, load_corpus
 from .errors import LmfixError
 from .fsutil import read_json, write_json
-from .report import tokenizer_label
-from .train import TrainConfig, tokenizer_config, train
+from .model import DEFAULT_DIM
+from .tokenizer import TokenizerConfig, same_tokenizer
+from .train import TrainConfig, train
 
 DEFAULT_VARIANTS = ("learned", "learned-untied", "word2vec", "pmi", "random-orthogonal")
 BUILT_METHODS = ("word2vec", "pmi")  # variants whose embedding this command builds
@@ -82,32 +84,30 @@ def train_command(cfg: TrainConfig) -> str:
 def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: Path,
                      force: bool, progress: bool = False) -> Path:
     """Build (or reuse) the method's embedding with its default settings at dimension ``dim``."""
-    from .embeddings.build import build_embeddings
-    from .embeddings.vectors import save_embeddings
-    tok = tokenizer_label(corpus.tokenizer)
-    path = out_dir / (f"{method}-d{dim}.bin" if tok == "word" else f"{method}-d{dim}-{tok}.bin")
-    sidecar = Path(str(path) + ".json")
+    from .embeddings.build import build_and_save  # scipy and gensim load only when building
+    from .embeddings.vectors import sidecar_path
+    tok = corpus.tokenizer
+    path = out_dir / (f"{method}-d{dim}.bin" if tok.kind == "word" else
+                      f"{method}-d{dim}-{tok.label}.bin")
+    sidecar = sidecar_path(path)
     if path.is_file() and sidecar.is_file() and not force:
         meta = read_json(sidecar)
         same = (meta.get("corpus", {}).get("sha256") == corpus.train_sha256
                 and meta.get("dim") == dim and meta.get("seed") == seed
-                and meta.get("tokenizer", {"kind": "word"}) == corpus.tokenizer)
+                and same_tokenizer(meta.get("tokenizer"), tok.identity()))
         if same:
             print(f"reusing {path}")
             return path
     t0 = time.perf_counter()
-    emb = build_embeddings(method, corpus, dim, {}, seed, progress=progress)
-    emb.meta["tokenizer"] = corpus.tokenizer
-    save_embeddings(emb, path)
-    from .subword import copy_model
-    copy_model(corpus.tokenizer, f"{path}.tokenizer.model")
+    build_and_save(method, corpus, dim, path, seed=seed, progress=progress)
     print(f"built {path} in {time.perf_counter() - t0:.1f} s")
     return path
 
 
 def run(preset: str, out: Path, data: str | None, variants: list[str] | None = None,
         overrides: dict | None = None, force: bool = False, progress: bool = True,
-        command: str = "") -> dict:
+        command: str = "") -> list[Path]:
+    """Build the embeddings and train every variant; returns the run directories, in order."""
     if preset not in PRESETS:
         raise LmfixError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     variants = list(variants or DEFAULT_VARIANTS)
@@ -119,22 +119,21 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
         # and PMI give them no vector; they get random ones of the mean norm (coverage recorded).
         preset_cfg["oov"] = "random"
     base = replace(TrainConfig(), data=data, **{**preset_cfg, **(overrides or {})})
-    corpus = load_corpus(data, tokenizer_config(base))
-    dim = base.emsize or 200
+    corpus = load_corpus(data, TokenizerConfig.from_flags(base))
+    dim = base.emsize or DEFAULT_DIM
     files = {m: ensure_embedding(m, corpus, dim, base.seed, out / "embeddings", force, progress)
              for m in BUILT_METHODS if m in variants}
     run_dirs = []
-    tok = tokenizer_label(corpus.tokenizer)
+    label = corpus.tokenizer.label
     for v in variants:
         name, spec = variant_spec(v, files)
-        name = name if tok == "word" else f"{name}-{tok}"  # distinct beside word-level runs
+        name = name if label == "word" else f"{name}-{label}"  # distinct beside word-level runs
         cfg = replace(base, embedding=spec, out=str(out / "runs" / name))
         run_dirs.append(Path(cfg.out))
         _train_variant(cfg, corpus, force, progress)
     write_json(out / "run.json", {"preset": preset, "command": command, "variants": variants,
                                   "base": asdict(base)})
-    from .report import write_report
-    return write_report(run_dirs, out)
+    return run_dirs
 
 
 def _train_variant(cfg: TrainConfig, corpus: Corpus, force: bool, progress: bool) -> None:

@@ -17,23 +17,21 @@ import contextlib
 import datetime as _dt
 import json
 import platform
-import shutil
 import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from . import __version__
 from .errors import LmfixError
 from .fsutil import append_line, read_json, write_json
+from .tokenizer import SP_MODEL_FILE, VOCAB_FILE
 
 LAST = "checkpoint.pt"
 BEST = "best.pt"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", LAST, BEST, "summary.json",
-             "tokenizer.model")
+             SP_MODEL_FILE, VOCAB_FILE)
 
 
 def prepare(out: Path, force: bool = False) -> None:
@@ -113,24 +111,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def versions() -> dict:
-    return {"lmfix": __version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def git_commit() -> str | None:
-    """The lmfix source commit, so a number can be traced to the code that made it."""
-    git = shutil.which("git")
-    if not git:
-        return None
-    try:
-        r = subprocess.run([git, "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                           capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if r.returncode != 0:
-        return None
-    dirty = subprocess.run([git, "status", "--porcelain", "--untracked-files=no"],
-                           cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-    return r.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -8,7 +8,7 @@ So the word-level token count of a split can be recovered from its piece stream
 
 Models are cached as ``{model_dir}/sp-{model_type}-{vocab_size}-{hash12}.model``; the hash covers
 the training text's checksum and every training option, so a matching model is reused and a
-stale one never is. Use: ``load_corpus("../shared/data/wikitext-2", SubwordConfig())``.
+stale one never is. :mod:`lmfix.tokenizer` wraps this module into a tokenizer object.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from .data import EOS, SPLITS, UNK, Corpus, RawText, Vocab, text_stats
 from .errors import LmfixError
 from .fsutil import atomic_open
+from .vocab import EOS, UNK
 
 MODEL_TYPES = ("unigram", "bpe")
 WORD_START = "\u2581"  # "▁", SentencePiece's marker for a piece that follows a space
@@ -65,9 +65,10 @@ _TRAINER_OPTIONS = dict(
 
 @dataclass
 class SubwordConfig:
-    kind: str = "sentencepiece"  # "word" means word-level (lmfix.data handles it)
     model_type: str = "unigram"  # unigram | bpe
     vocab_size: int = 8000
+    # One tokenizer per corpus and settings, shared by every run: sentencepiece only samples,
+    # and so only uses the seed, past MAX_TRAIN_LINES training lines.
     seed: int = 0
     model_dir: str | None = None  # default $LMFIX_CACHE/sentencepiece or ~/.cache/lmfix/...
 
@@ -83,9 +84,9 @@ def _trainer_args(cfg: SubwordConfig) -> dict:
     return dict(_TRAINER_OPTIONS, model_type=cfg.model_type, vocab_size=cfg.vocab_size)
 
 
-def model_path(raw: RawText, cfg: SubwordConfig) -> Path:
+def model_path(train_sha256: str, cfg: SubwordConfig) -> Path:
     # The sentencepiece version is in the key too: another version may train another model.
-    key = json.dumps({"train_sha256": raw.train_sha256, "seed": cfg.seed,
+    key = json.dumps({"train_sha256": train_sha256, "seed": cfg.seed,
                       "max_train_lines": MAX_TRAIN_LINES, "sentencepiece": spm.__version__,
                       **_trainer_args(cfg)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -140,21 +141,23 @@ def train_sentencepiece(lines: list[str], cfg: SubwordConfig, path: Path) -> Pat
     return path
 
 
-def _load(path: Path) -> spm.SentencePieceProcessor | None:
+def load_model(path: Path) -> spm.SentencePieceProcessor | None:
+    """The model at ``path``, or None when it is absent or unreadable."""
     try:
         return spm.SentencePieceProcessor(model_proto=path.read_bytes())
     except (OSError, RuntimeError):
         return None
 
 
-def load_or_train(raw: RawText, cfg: SubwordConfig) -> tuple[spm.SentencePieceProcessor, Path]:
+def load_or_train(train_lines: list[str], train_sha256: str,
+                  cfg: SubwordConfig) -> tuple[spm.SentencePieceProcessor, Path]:
     """The cached model for these settings and training text, trained first if absent."""
     _check(cfg)
-    path = model_path(raw, cfg)
-    sp = _load(path) if path.is_file() else None
+    path = model_path(train_sha256, cfg)
+    sp = load_model(path) if path.is_file() else None
     if sp is None:  # absent or unreadable (a cache: retraining is always safe)
-        train_sentencepiece(raw.lines["train"], cfg, path)
-        sp = _load(path)
+        train_sentencepiece(train_lines, cfg, path)
+        sp = load_model(path)
         if sp is None:
             raise LmfixError(f"{path}: cannot read back the sentencepiece model just written")
     return sp, path
@@ -172,18 +175,6 @@ def encode_lines(sp: spm.SentencePieceProcessor, lines: list[str]) -> torch.Tens
     return torch.tensor(ids, dtype=torch.long)
 
 
-def subword_corpus(raw: RawText, cfg: SubwordConfig) -> Corpus:
-    sp, path = load_or_train(raw, cfg)
-    vocab = Vocab([sp.id_to_piece(i) for i in range(sp.get_piece_size())])
-    streams = {s: encode_lines(sp, raw.lines[s]) for s in SPLITS}
-    tokenizer = {"kind": "sentencepiece", "model_type": cfg.model_type,
-                 "vocab_size": cfg.vocab_size, "seed": cfg.seed, "model_path": str(path),
-                 "model_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return Corpus(raw.name, raw.source, vocab, streams["train"], streams["valid"], streams["test"],
-                  raw.train_sha256, {s: 0 for s in SPLITS}, text_stats(raw, "words"),
-                  text_stats(raw, "chars"), tokenizer)
-
-
 def words_in_pieces(pieces: list[str]) -> int:
     """The word-level token count (words + one <eos> per line) of a piece stream.
 
@@ -197,15 +188,3 @@ def words_in_pieces(pieces: list[str]) -> int:
             n += 1
         prev = p
     return n
-
-
-def copy_model(tokenizer: dict, dest: str | os.PathLike) -> Path | None:
-    """Copy a corpus's SentencePiece model to ``dest`` (beside embeddings or into a run), so
-    they stay usable without the cache. Word-level corpora have none: nothing is written."""
-    src = tokenizer.get("model_path")
-    if not src:
-        return None
-    dest = Path(dest)
-    with atomic_open(dest, "wb") as f:
-        f.write(Path(src).read_bytes())
-    return dest

@@ -5,6 +5,11 @@ improve, the best-validation model kept and tested; eval batch size 10; perplexi
 exp(token-weighted mean NLL). Everything a run produces goes into its run directory
 (see :mod:`lmfix.rundir`), and a checkpoint at every epoch end (and every few minutes) lets
 ``--resume`` continue exactly where the run stopped.
+
+Reading order: :func:`train` sets a run up, :func:`fit` alternates :func:`train_one_epoch`
+(the example's ``train()``: batch → forward → loss → backward → clip → step → log) and
+:func:`end_epoch` (validate, keep the best, anneal, checkpoint). Where training is lives in one
+:class:`TrainState`, checkpointed as it is.
 """
 
 from __future__ import annotations
@@ -12,21 +17,24 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import rundir
-from . import distributed
-from .checkpoint import first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from . import distributed, rundir
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
 from .embedding_spec import resolve_embedding
-from .errors import LmfixError
+from .errors import LmfixError, first_line
 from .metrics import bits_per_char, ppl, word_ppl
 from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
+from .provenance import git_commit, versions
+from .tokenizer import TokenizerConfig
+
+_TOK = TokenizerConfig()
 
 
 @dataclass
@@ -34,12 +42,12 @@ class TrainConfig:
     data: str | None = None
     embedding: str = "learned"
     out: str = "runs/run"
-    emsize: int | None = None  # None: the embedding file's dimension, else 200
+    emsize: int | None = None  # None: the embedding file's dimension, else model.DEFAULT_DIM
     nhid: int | None = None  # None: same as emsize
     nlayers: int = 2
     dropout: float = 0.2
     lr: float = 20.0
-    clip: float = 0.25
+    clip: float = 0.25  # 0: no clipping
     epochs: int = 40
     batch_size: int = 20
     eval_batch_size: int = 10
@@ -56,11 +64,33 @@ class TrainConfig:
     scale_init: float | None = None
     oov: str = "error"
     amp: bool = False  # bfloat16 autocast (meant for CUDA GPUs)
-    tokenizer: str = "word"  # word | sentencepiece
-    sp_model_type: str = "unigram"
-    sp_vocab_size: int = 8000
+    tokenizer: str = _TOK.kind  # word | sentencepiece (lmfix.tokenizer)
+    sp_model_type: str = _TOK.sp_model_type
+    sp_vocab_size: int = _TOK.sp_vocab_size
     log_interval: int = 200
     checkpoint_every: float = 10.0  # minutes between mid-epoch checkpoints
+
+
+@dataclass
+class TrainState:
+    """Where training is. Saved in every checkpoint as it is (``asdict``) and restored from it."""
+
+    lr: float
+    epoch: int = 1
+    batch: int = 0  # the next training batch of this epoch
+    phase: str = "train"  # "train": batches left; "validate": only validation left (resume)
+    hidden: tuple | None = None  # the LSTM state carried into batch ``batch``
+    epoch_loss: float = 0.0  # sum of this epoch's batch losses (this process's)
+    epoch_batches: int = 0
+    best_val: float | None = None
+    best_epoch: int | None = None
+    val_ntok: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0  # time in training steps only, measured after a device sync
+    wall_s: float = 0.0
+    epoch_started_s: float = 0.0  # wall_s when this epoch began
+    out_of_time: bool = False  # --max-minutes ran out: this epoch is the last
+    done: bool = False
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,25 +113,18 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
 
 
-@dataclass
-class _Run:
-    """What the training loop works with; only the main process writes to ``out``."""
-
-    cfg: TrainConfig
-    model: LSTMLM
-    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
-    opt: torch.optim.Optimizer
-    out: Path
-    dist: Dist = field(default_factory=Dist)
-    state: dict = field(default_factory=dict)
-
-    @property
-    def main(self) -> bool:
-        return self.dist.is_main
-
-    def log(self, record: dict) -> None:
-        if self.main:
-            rundir.log(self.out, record)
+def check_amp(device: torch.device) -> None:
+    """bfloat16 LSTMs need CPU support (oneDNN kernels: AVX-512 BF16/AMX); fail up front
+    with one clear line instead of a oneDNN traceback at the first step."""
+    if device.type != "cpu":
+        return
+    lstm = torch.nn.LSTM(4, 4)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(2, 1, 4))
+    except RuntimeError:
+        raise LmfixError("--amp: this CPU has no bfloat16 LSTM kernels (oneDNN refused one); "
+                         "train without --amp, which is meant for CUDA GPUs") from None
 
 
 @torch.no_grad()
@@ -130,7 +153,7 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
 
 def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, dict]:
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
-                            corpus.tokenizer)
+                            corpus.tokenizer.identity())
     emsize = res.dim
     mcfg = ModelConfig(vocab_size=len(corpus.vocab), emsize=emsize, nhid=cfg.nhid or emsize,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
@@ -142,19 +165,41 @@ def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, 
     return model, mcfg, info
 
 
-def tokenizer_config(cfg: TrainConfig):
-    if cfg.tokenizer == "word":
-        return None
-    if cfg.tokenizer != "sentencepiece":
-        raise LmfixError(f"--tokenizer {cfg.tokenizer!r}: use word or sentencepiece")
-    from .subword import SubwordConfig
-    # seed 0: one tokenizer per corpus and settings, shared by every run (sentencepiece only
-    # samples, and so only uses the seed, past a million training lines)
-    return SubwordConfig(model_type=cfg.sp_model_type, vocab_size=cfg.sp_vocab_size)
-
-
 class _Stop(Exception):
     """Raised inside the batch loop when a signal asks to stop."""
+
+
+@dataclass
+class _Run:
+    """Everything one training run works with; only the main process writes to ``out``."""
+
+    cfg: TrainConfig
+    corpus: Corpus
+    model: LSTMLM
+    mcfg: ModelConfig
+    info: dict  # embedding source and coverage
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    data: dict[str, torch.Tensor]  # batchified train (this process's columns), valid, test
+    state: TrainState
+    device: torch.device
+    dist: Dist
+    stop_flag: object = None  # rundir.stop_signals()'s poll: the signal's name or None
+    command: str = ""
+    started: float = field(default_factory=time.perf_counter)  # wall clock origin, resumed
+    last_checkpoint: float = field(default_factory=time.perf_counter)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, record: dict) -> None:
+        if self.main:
+            rundir.log(self.out, record)
 
 
 def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
@@ -167,107 +212,285 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
     if resume:
         cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
     device = pick_device(cfg.device)
+    if cfg.amp:
+        check_amp(device)
     d = distributed.setup(device)
     ok = False
     try:
         if d.enabled and device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
-        summary = _train(cfg, command, corpus, resume, force, progress and d.is_main, device, d)
+        if not resume and d.is_main:
+            rundir.prepare(out, force=force)
+        run = _setup(cfg, corpus, device, d, command, resume)
+        with rundir.stop_signals() as run.stop_flag:
+            _fit_or_mark(run, progress and d.is_main)
+        summary = _finish(run)
         ok = True
         return summary
     finally:
         distributed.shutdown(d, ok)
 
 
-def _train(cfg, command, corpus, resume, force, progress, device, d: Dist) -> dict:
-    out = Path(cfg.out)
-    if not resume and d.is_main:
-        rundir.prepare(out, force=force)
-    corpus = corpus or load_corpus(cfg.data, tokenizer_config(cfg))
+def _setup(cfg: TrainConfig, corpus: Corpus | None, device, d: Dist, command: str,
+           resume: bool) -> _Run:
+    """Corpus, model, optimizer and data on the device; a fresh state or the checkpoint's."""
+    corpus = corpus or load_corpus(cfg.data, TokenizerConfig.from_flags(cfg))
     random.seed(cfg.seed)
     model, mcfg, info = build_model(cfg, corpus)
     model.to(device)
     if d.enabled:  # a different dropout stream per rank, as separate batch columns would get
         torch.manual_seed(cfg.seed + d.rank)
-    net = model
-    if d.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    net = distributed.wrap_ddp(model, device, d)
     opt = make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad],
                          cfg.lr, cfg.weight_decay)
     train_ids = corpus.train[: cfg.max_train_tokens] if cfg.max_train_tokens else corpus.train
     evals = {s: corpus.split(s)[: cfg.max_eval_tokens] if cfg.max_eval_tokens else corpus.split(s)
              for s in ("valid", "test")}
-    train_data = distributed.shard_columns(batchify(train_ids, cfg.batch_size), d).to(device)
-    val_data = batchify(evals["valid"], cfg.eval_batch_size).to(device)
-    test_data = batchify(evals["test"], cfg.eval_batch_size).to(device)
-    params = count_params(model)
-    run = _Run(cfg, model, net, opt, out, d, _fresh_state(cfg))
+    data = {"train": distributed.shard_columns(batchify(train_ids, cfg.batch_size), d),
+            "valid": batchify(evals["valid"], cfg.eval_batch_size),
+            "test": batchify(evals["test"], cfg.eval_batch_size)}
+    run = _Run(cfg, corpus, model, mcfg, info, net, opt,
+               {k: v.to(device) for k, v in data.items()}, TrainState(lr=cfg.lr), device, d,
+               command=command)
     if resume:
-        run.state = _restore(run, device)
+        _restore(run)
     elif d.is_main:
-        rundir.write_config(out, {"train": asdict(cfg), "model": asdict(mcfg), "command": command,
-                                  "corpus": _corpus_info(corpus), **info, "params": params,
-                                  "tokenizer": corpus.tokenizer})
-        if corpus.tokenizer.get("model_path"):  # the run stays usable without the cache
-            from .subword import copy_model
-            copy_model(corpus.tokenizer, out / "tokenizer.model")
+        rundir.write_config(run.out, {"train": asdict(cfg), "model": asdict(mcfg),
+                                      "command": command, "corpus": _corpus_info(corpus), **info,
+                                      "params": count_params(model),
+                                      "tokenizer": corpus.tokenizer.identity()})
+        corpus.tokenizer.save_into(run.out)  # the run stays usable without corpus or cache
     if d.is_main:
-        rundir.set_status(out, "running")
-    with rundir.stop_signals() as stop_flag:
-        try:
-            _loop(run, train_data, val_data, stop_flag, progress)
-        except _Stop as why:
+        rundir.set_status(run.out, "running")
+    return run
+
+
+def _fit_or_mark(run: _Run, progress: bool) -> None:
+    """:func:`fit`, with the run directory's status telling how it ended."""
+    try:
+        fit(run, progress)
+    except _Stop as why:
+        _checkpoint(run)
+        if run.main:
+            rundir.set_status(run.out, "interrupted", str(why))
+        raise LmfixError(f"{why}; checkpoint saved. Continue with: "
+                         f"lmfix train --resume {run.out}") from None
+    except BaseException as e:
+        if run.main:
+            rundir.set_status(run.out, "failed", f"{type(e).__name__}: {e}")
+        raise
+
+
+def fit(run: _Run, progress: bool = False) -> None:
+    """Epochs until ``--epochs`` (or the time budget) is reached."""
+    run.started = time.perf_counter() - run.state.wall_s
+    run.last_checkpoint = time.perf_counter()
+    while run.state.epoch <= run.cfg.epochs and not run.state.done:
+        if run.state.phase == "train":
+            train_one_epoch(run, progress)
+        end_epoch(run)
+
+
+def train_one_epoch(run: _Run, progress: bool = False) -> None:
+    """One pass over the training batches, from ``state.batch`` on (the example's train())."""
+    cfg, model, state, data = run.cfg, run.model, run.state, run.data["train"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    nbatches = len(range(0, data.size(0) - 1, cfg.bptt))
+    hidden = state.hidden or model.init_hidden(data.size(1))
+    log = _IntervalLog(run, nbatches, progress)
+    run.net.train()
+    for batch in range(state.batch, nbatches):
+        if _stop_requested(run, batch, hidden, log):  # a signal raises; out of time returns True
+            break
+        x, y = get_batch(data, batch * cfg.bptt, cfg.bptt)
+        hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
+        run.opt.zero_grad(set_to_none=True)
+        # bfloat16 keeps float32's range, so no loss scaling is needed (unlike float16)
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            output, hidden = run.net(x, hidden)
+            loss = model.loss(output, y)
+        loss.backward()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        run.opt.step()
+        run.dist.meter.step()
+        log.step(loss.detach(), y.numel(), batch)
+        if _checkpoint_due(run):
+            _save_position(run, batch + 1, hidden, log)
             _checkpoint(run)
-            if d.is_main:
-                rundir.set_status(out, "interrupted", str(why))
-            raise LmfixError(f"{why}; checkpoint saved. Continue with: "
-                             f"lmfix train --resume --out {out}") from None
-        except BaseException as e:
-            if d.is_main:
-                rundir.set_status(out, "failed", f"{type(e).__name__}: {e}")
-            raise
-    best = load_checkpoint(out / rundir.BEST, map_location=device)
-    model.load_state_dict(best["model"])
-    test_loss, test_ntok = evaluate(model, test_data, cfg.bptt, d)
-    summary = _summary(run, mcfg, info, params, test_loss, test_ntok, device, command, corpus,
-                       val_data, test_data)
-    if d.enabled:  # evidence that DDP kept every replica identical
-        checksum = sum(p.double().sum().item() for p in model.parameters())
-        summary["param_checksums"] = distributed.gather_objects(checksum, d)
-    if d.is_main:
-        rundir.finish(out, summary)
-    return summary
+    else:
+        batch = nbatches
+    _save_position(run, batch, hidden, log)
+    log.close()
+    state.phase = "validate"
 
 
-def _fresh_state(cfg: TrainConfig) -> dict:
-    return {"epoch": 1, "batch": 0, "lr": cfg.lr, "best_val": None, "best_epoch": None,
-            "tokens_seen": 0, "train_seconds": 0.0, "wall_s": 0.0, "hidden": None,
-            "epoch_loss": 0.0, "epoch_batches": 0, "val_ntok": 0, "done": False,
-            # validating: the epoch's batches are done (resume goes straight to validation);
-            # last_epoch: the time budget ran out, so this epoch is the last
-            "validating": False, "last_epoch": False}
+class _IntervalLog:
+    """Losses stay on the device and are read at log intervals only (no per-step host sync);
+    training time is read there too, after a device sync, so it counts work, not launches."""
+
+    def __init__(self, run: _Run, nbatches: int, progress: bool):
+        self.run, self.state, self.nbatches = run, run.state, nbatches
+        dev = run.data["train"].device
+        self.epoch_sum = torch.tensor(run.state.epoch_loss, dtype=torch.float64, device=dev)
+        self.interval_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.n = 0
+        self.clock = time.perf_counter()
+        self.bar = tqdm(total=nbatches, initial=run.state.batch, disable=not progress or None,
+                        desc=f"epoch {run.state.epoch}", unit="batch", leave=False,
+                        dynamic_ncols=True)
+
+    def step(self, loss: torch.Tensor, tokens: int, batch: int) -> None:
+        self.epoch_sum += loss
+        self.interval_sum += loss
+        self.n += 1
+        self.state.epoch_batches += 1
+        self.state.tokens_seen += tokens * self.run.dist.world_size
+        self.bar.update(1)
+        if self.n == self.run.cfg.log_interval or batch == self.nbatches - 1:
+            self._write(batch)
+
+    def lap(self) -> None:
+        """Add the time since the last lap to the training time (after a device sync)."""
+        if self.run.device.type == "cuda":
+            torch.cuda.synchronize(self.run.device)
+        now = time.perf_counter()
+        self.state.train_seconds += now - self.clock
+        self.clock = now
+
+    def resume_clock(self) -> None:
+        self.clock = time.perf_counter()
+
+    def epoch_loss(self) -> float:
+        return self.epoch_sum.item()
+
+    def _write(self, batch: int) -> None:
+        run, state = self.run, self.state
+        mean = distributed.all_reduce_sum([self.interval_sum.item() / self.n], run.dist,
+                                          self.interval_sum.device)[0] / run.dist.world_size
+        self.lap()
+        self.interval_sum.zero_()
+        self.n = 0
+        if not math.isfinite(mean):
+            raise LmfixError(f"training loss became {mean} in epoch {state.epoch} batch {batch}; "
+                             f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
+        scale = run.model.scale.item() if run.model.scale is not None else None
+        run.log({"kind": "step", "epoch": state.epoch, "step": batch + 1,
+                 "tokens_seen": state.tokens_seen, "train_loss": mean, "lr": state.lr,
+                 "scale": scale})
+        self.bar.set_postfix(loss=f"{mean:.2f}", ppl=f"{ppl(mean):.0f}", lr=state.lr,
+                             tok_s=f"{state.tokens_seen / max(state.train_seconds, 1e-9):.0f}")
+        self.resume_clock()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _stop_requested(run: _Run, batch: int, hidden, log: _IntervalLog) -> bool:
+    """A signal stops the run (checkpoint, then :class:`_Stop`); ``--max-minutes`` ends this
+    epoch early (True). Decided by all processes together, so none waits alone in a
+    collective."""
+    sig = run.stop_flag() is not None
+    late = bool(run.cfg.max_minutes) and \
+        time.perf_counter() - run.started > run.cfg.max_minutes * 60
+    if run.dist.enabled:
+        sig, late = (v > 0 for v in distributed.all_reduce_sum([sig, late], run.dist,
+                                                                   run.device))
+    if sig:
+        _save_position(run, batch, hidden, log)
+        raise _Stop(f"stopped by signal {run.stop_flag() or 'on another process'}")
+    if late:
+        run.state.out_of_time = True  # validate what we have, then finish
+    return late
+
+
+def _checkpoint_due(run: _Run) -> bool:
+    every = run.cfg.checkpoint_every
+    return bool(every) and time.perf_counter() - run.last_checkpoint > every * 60
+
+
+def _save_position(run: _Run, batch: int, hidden, log: _IntervalLog) -> None:
+    log.lap()
+    run.state.batch, run.state.hidden = batch, tuple(h.detach() for h in hidden)
+    run.state.epoch_loss = log.epoch_loss()
+    run.state.wall_s = time.perf_counter() - run.started
+    log.resume_clock()
+
+
+def end_epoch(run: _Run) -> None:
+    """Validate; keep the best model or anneal the lr (the example's schedule); checkpoint."""
+    cfg, model, state = run.cfg, run.model, run.state
+    val_loss, train_loss = _validate(run)
+    scale = model.scale.item() if model.scale is not None else None
+    run.log({"kind": "epoch", "epoch": state.epoch, "train_loss": train_loss,
+             "train_ppl": ppl(train_loss), "val_loss": val_loss, "val_ppl": ppl(val_loss),
+             "lr": state.lr, "scale": scale,
+             "tokens_per_s": state.tokens_seen / max(state.train_seconds, 1e-9),
+             "seconds": time.perf_counter() - run.started - state.epoch_started_s,
+             "tokens_seen": state.tokens_seen, "partial": state.out_of_time})
+    if run.main:
+        print(f"epoch {state.epoch:3d} | train ppl {ppl(train_loss):8.2f} | "
+              f"valid ppl {ppl(val_loss):8.2f} | lr {state.lr:g}"
+              + (f" | scale {scale:.3f}" if scale is not None else ""), flush=True)
+    if state.best_val is None or val_loss < state.best_val:
+        state.best_val, state.best_epoch = val_loss, state.epoch
+        if run.main:
+            save_checkpoint(run.out / rundir.BEST, {"model": model.state_dict()})
+    else:
+        state.lr /= 4.0
+        for g in run.opt.param_groups:
+            g["lr"] = state.lr
+    _next_epoch(state, time.perf_counter() - run.started)
+    _checkpoint(run)
+    if run.dist.enabled:  # best.pt must be on disk before any process reads it
+        torch.distributed.barrier()
+
+
+def _validate(run: _Run) -> tuple[float, float]:
+    """(validation loss, mean training loss of the epoch), both over all processes."""
+    state, d = run.state, run.dist
+    # Under torchrun a signal reaches the processes at different chunks: finish evaluating.
+    interrupted = None if d.enabled else run.stop_flag
+    with d.meter.outside_steps():
+        val_loss, state.val_ntok = evaluate(run.model, run.data["valid"], run.cfg.bptt, d,
+                                            interrupted)
+        train_sum = distributed.all_reduce_sum([state.epoch_loss], d, run.device)[0]
+    if not math.isfinite(val_loss):
+        raise LmfixError(f"validation loss became {val_loss} in epoch {state.epoch}; "
+                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
+    return val_loss, train_sum / d.world_size / max(state.epoch_batches, 1)
+
+
+def _next_epoch(state: TrainState, wall_s: float) -> None:
+    state.epoch += 1
+    state.batch, state.phase, state.hidden = 0, "train", None
+    state.epoch_loss, state.epoch_batches = 0.0, 0
+    state.wall_s = state.epoch_started_s = wall_s
+    state.done = state.out_of_time
 
 
 def _checkpoint(run: _Run) -> None:
     """Every process takes part (the hidden state and RNGs are gathered); the main one writes."""
-    state = dict(run.state)
-    if state["hidden"] is not None:
-        state["hidden"] = tuple(distributed.gather_columns(h, run.dist, 1) for h in state["hidden"])
-    rngs = distributed.gather_objects(rng_state(), run.dist)
+    with run.dist.meter.outside_steps():
+        hidden = run.state.hidden
+        if hidden is not None:
+            hidden = tuple(distributed.gather_columns(h, run.dist, 1) for h in hidden)
+        rngs = distributed.gather_objects(rng_state(), run.dist)
     if run.main:
         save_checkpoint(run.out / rundir.LAST, {"model": run.model.state_dict(),
                                                 "optimizer": run.opt.state_dict(),
-                                                "state": state, "rng": rngs})
+                                                "state": asdict(replace(run.state, hidden=hidden)),
+                                                "rng": rngs})
+    run.last_checkpoint = time.perf_counter()
 
 
-def _restore(run: _Run, device) -> dict:
+def _restore(run: _Run) -> None:
     path = run.out / rundir.LAST
-    ck = load_checkpoint(path, map_location=device)
+    ck = load_checkpoint(path, map_location=run.device)
     try:
         run.model.load_state_dict(ck["model"])
         run.opt.load_state_dict(ck["optimizer"])
-        state, rngs = ck["state"], ck["rng"]
+        state, rngs = TrainState(**ck["state"]), ck["rng"]
         if len(rngs) != run.dist.world_size:
             raise LmfixError(f"{path} was saved by {len(rngs)} process(es); resume it with as "
                              f"many (now {run.dist.world_size})")
@@ -275,136 +498,25 @@ def _restore(run: _Run, device) -> dict:
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise LmfixError(f"{path} does not match this run's model "
                          f"({first_line(e)})") from None
-    if state["hidden"] is not None:
+    if state.hidden is not None:
         # (layers, batch, hidden): this process's columns of the gathered batch
-        state["hidden"] = tuple(distributed.eval_columns(h, run.dist) for h in state["hidden"])
-    return state
+        state.hidden = tuple(distributed.eval_columns(h, run.dist) for h in state.hidden)
+    run.state = state
 
 
-def _should_stop(run: _Run, stop_flag, start: float, dev) -> tuple[bool, bool]:
-    """(signal, out of time), agreed by all processes so none waits alone in an all-reduce."""
-    sig = stop_flag() is not None
-    late = bool(run.cfg.max_minutes) and time.perf_counter() - start > run.cfg.max_minutes * 60
-    if run.dist.enabled:
-        sig, late = (v > 0 for v in distributed.all_reduce_sum([sig, late], run.dist, dev))
-    return sig, late
-
-
-def _loop(run: _Run, train_data, val_data, stop_flag, progress) -> None:
-    cfg, model, state = run.cfg, run.model, run.state
-    start = time.perf_counter() - state["wall_s"]
-    last_ckpt = time.perf_counter()
-    nbatches = len(range(0, train_data.size(0) - 1, cfg.bptt))
-    params = [p for p in model.parameters() if p.requires_grad]
-    dev = train_data.device
-    world = run.dist.world_size
-    while state["epoch"] <= cfg.epochs and not state["done"]:
-        run.net.train()
-        hidden = state["hidden"] or model.init_hidden(train_data.size(1))
-        # Losses stay on the device and are read at log intervals only: no per-step host sync.
-        epoch_acc = torch.tensor(state["epoch_loss"], dtype=torch.float64, device=dev)
-        interval_acc, interval_n = torch.zeros((), dtype=torch.float64, device=dev), 0
-        t_epoch = time.perf_counter()
-        bar = tqdm(total=nbatches, initial=state["batch"], disable=not progress or None,
-                   desc=f"epoch {state['epoch']}", unit="batch", leave=False, dynamic_ncols=True)
-
-        def save_position(b: int) -> None:
-            state.update(hidden=tuple(h.detach() for h in hidden), batch=b,
-                         epoch_loss=epoch_acc.item(), wall_s=time.perf_counter() - start)
-
-        pos = state["batch"]
-        for b in range(state["batch"], 0 if state["validating"] else nbatches):
-            sig, late = _should_stop(run, stop_flag, start, dev)
-            if sig:
-                save_position(b)
-                raise _Stop(f"stopped by signal {stop_flag() or 'on another process'}")
-            if late:
-                state["last_epoch"] = True  # out of time: validate what we have and finish
-                break
-            x, y = get_batch(train_data, b * cfg.bptt, cfg.bptt)
-            hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
-            t0 = time.perf_counter()
-            run.opt.zero_grad(set_to_none=True)
-            # bfloat16 keeps float32's range, so no loss scaling is needed (unlike float16)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                out_feat, hidden = run.net(x, hidden)
-                loss = model.loss(out_feat, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-            run.opt.step()
-            epoch_acc += loss.detach()
-            interval_acc += loss.detach()
-            interval_n += 1
-            state["epoch_batches"] += 1
-            state["tokens_seen"] += y.numel() * world
-            state["train_seconds"] += time.perf_counter() - t0
-            bar.update(1)
-            pos = b + 1
-            if interval_n == cfg.log_interval or b == nbatches - 1:
-                mean = distributed.all_reduce_sum([interval_acc.item() / interval_n], run.dist,
-                                                  dev)[0] / world
-                _log_interval(run, bar, mean, b)
-                interval_acc.zero_()
-                interval_n = 0
-            if cfg.checkpoint_every and time.perf_counter() - last_ckpt > cfg.checkpoint_every * 60:
-                save_position(b + 1)
-                _checkpoint(run)
-                last_ckpt = time.perf_counter()
-        bar.close()
-        if not state["validating"]:
-            save_position(pos)
-            state["validating"] = True
-        _end_epoch(run, val_data, t_epoch, start, stop_flag)
-
-
-def _log_interval(run: _Run, bar, mean: float, b: int) -> None:
-    state, model = run.state, run.model
-    if not math.isfinite(mean):
-        raise LmfixError(f"training loss became {mean} in epoch {state['epoch']} batch {b}; "
-                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
-    scale = model.scale.item() if model.scale is not None else None
-    run.log({"kind": "step", "epoch": state["epoch"], "step": b + 1,
-             "tokens_seen": state["tokens_seen"], "train_loss": mean, "lr": state["lr"],
-             "scale": scale})
-    bar.set_postfix(loss=f"{mean:.2f}", ppl=f"{ppl(mean):.0f}", lr=state["lr"],
-                    tok_s=f"{state['tokens_seen'] / state['train_seconds']:.0f}")
-
-
-def _end_epoch(run: _Run, val_data, t_epoch: float, start: float, stop_flag) -> None:
-    cfg, model, state = run.cfg, run.model, run.state
-    # Under torchrun a signal reaches the processes at different chunks: finish evaluating.
-    interrupted = None if run.dist.enabled else stop_flag
-    val_loss, state["val_ntok"] = evaluate(model, val_data, cfg.bptt, run.dist, interrupted)
-    world = run.dist.world_size
-    train_loss = distributed.all_reduce_sum([state["epoch_loss"]], run.dist, val_data.device)[0] \
-        / world / max(state["epoch_batches"], 1)
-    if not math.isfinite(val_loss):
-        raise LmfixError(f"validation loss became {val_loss} in epoch {state['epoch']}; "
-                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
-    scale = model.scale.item() if model.scale is not None else None
-    run.log({"kind": "epoch", "epoch": state["epoch"], "train_loss": train_loss,
-             "train_ppl": ppl(train_loss), "val_loss": val_loss, "val_ppl": ppl(val_loss),
-             "lr": state["lr"], "scale": scale,
-             "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
-             "seconds": time.perf_counter() - t_epoch, "tokens_seen": state["tokens_seen"],
-             "partial": state["last_epoch"]})
+def _finish(run: _Run) -> dict:
+    """Test the best model, write summary.json and mark the run finished."""
+    with run.dist.meter.outside_steps():
+        best = load_checkpoint(run.out / rundir.BEST, map_location=run.device)
+        run.model.load_state_dict(best["model"])
+        test_loss, test_ntok = evaluate(run.model, run.data["test"], run.cfg.bptt, run.dist)
+        summary = _summary(run, test_loss, test_ntok)
+        if run.dist.enabled:  # evidence that DDP kept every replica identical
+            checksum = sum(p.double().sum().item() for p in run.model.parameters())
+            summary["param_checksums"] = distributed.gather_objects(checksum, run.dist)
     if run.main:
-        print(f"epoch {state['epoch']:3d} | train ppl {ppl(train_loss):8.2f} | "
-              f"valid ppl {ppl(val_loss):8.2f} | lr {state['lr']:g}"
-              + (f" | scale {scale:.3f}" if scale is not None else ""), flush=True)
-    if state["best_val"] is None or val_loss < state["best_val"]:
-        state["best_val"], state["best_epoch"] = val_loss, state["epoch"]
-        if run.main:
-            save_checkpoint(run.out / rundir.BEST, {"model": model.state_dict()})
-    else:  # the example's schedule: anneal when validation stops improving
-        state["lr"] /= 4.0
-        for g in run.opt.param_groups:
-            g["lr"] = state["lr"]
-    state.update(epoch=state["epoch"] + 1, batch=0, hidden=None, epoch_loss=0.0, epoch_batches=0,
-                 wall_s=time.perf_counter() - start, validating=False, done=state["last_epoch"])
-    _checkpoint(run)
-    if run.dist.enabled:  # best.pt must be on disk before any process reads it
-        torch.distributed.barrier()
+        rundir.finish(run.out, summary)
+    return summary
 
 
 def _corpus_info(corpus: Corpus) -> dict:
@@ -419,12 +531,7 @@ def _word_level(corpus: Corpus, losses: dict[str, float], data: dict[str, torch.
     out = {}
     for split, loss in losses.items():
         targets = data[split][1:]
-        if corpus.tokenizer.get("kind", "word") == "word":
-            words = targets.numel()
-        else:
-            from .subword import words_in_pieces
-            words = words_in_pieces([corpus.vocab.words[i] for i in targets.t().reshape(-1)
-                                     .tolist()])
+        words = corpus.tokenizer.count_words(targets.t())
         key = "val" if split == "valid" else "test"
         out[f"{key}_word_ppl"] = word_ppl(loss, targets.numel(), words) if words else None
         # characters per word of the whole split, applied to the evaluated words
@@ -433,30 +540,32 @@ def _word_level(corpus: Corpus, losses: dict[str, float], data: dict[str, torch.
     return out
 
 
-def _summary(run: _Run, mcfg, info, params, test_loss, test_ntok, device, command, corpus,
-             val_data, test_data) -> dict:
-    cfg, state, model = run.cfg, run.state, run.model
+def _summary(run: _Run, test_loss: float, test_ntok: int) -> dict:
+    cfg, state, model, mcfg = run.cfg, run.state, run.model, run.mcfg
     fixed = mcfg.embedding == "fixed"
+    losses = {"valid": state.best_val, "test": test_loss}
     return {
-        "name": Path(cfg.out).name, "embedding": cfg.embedding,
-        "embedding_source": info["embedding_source"], "tied": mcfg.embedding != "learned-untied",
-        "fixed": fixed, "emsize": mcfg.emsize, "nhid": mcfg.nhid, "nlayers": mcfg.nlayers,
-        "vocab_size": mcfg.vocab_size, "params": params,
-        "val_loss": state["best_val"], "val_ppl": ppl(state["best_val"]),
+        "name": run.out.name, "embedding": cfg.embedding,
+        "embedding_source": run.info["embedding_source"],
+        "tied": mcfg.embedding != "learned-untied", "fixed": fixed, "emsize": mcfg.emsize,
+        "nhid": mcfg.nhid, "nlayers": mcfg.nlayers, "vocab_size": mcfg.vocab_size,
+        "params": count_params(model),
+        "val_loss": state.best_val, "val_ppl": ppl(state.best_val),
         "test_loss": test_loss, "test_ppl": ppl(test_loss),
-        **_word_level(corpus, {"valid": state["best_val"], "test": test_loss},
-                      {"valid": val_data, "test": test_data}), "tokenizer": corpus.tokenizer,
-        "epochs": state["epoch"] - 1, "best_epoch": state["best_epoch"],
-        "train_tokens": state["tokens_seen"],
-        "tokens_per_s": state["tokens_seen"] / max(state["train_seconds"], 1e-9),
-        "wall_s": state["wall_s"], "device": device.type,
-        "device_name": rundir.device_name(device),
-        "world_size": run.dist.world_size,
-        "grad_bytes_per_step": distributed.grad_bytes_per_step(model),
+        **_word_level(run.corpus, losses, run.data),
+        "tokenizer": run.corpus.tokenizer.identity(),
+        "epochs": state.epoch - 1, "best_epoch": state.best_epoch,
+        "train_tokens": state.tokens_seen,
+        "tokens_per_s": state.tokens_seen / max(state.train_seconds, 1e-9),
+        "wall_s": state.wall_s, "device": run.device.type,
+        "device_name": rundir.device_name(run.device), "world_size": run.dist.world_size,
+        # the arithmetic (every trainable parameter's gradient, once) beside the measurement
+        "grad_bytes_per_step_formula": distributed.grad_bytes_per_step(model),
+        **run.dist.meter.summary(),
         "final_scale": model.scale.item() if fixed else None,
-        "eval_tokens": {"valid": state["val_ntok"], "test": test_ntok},
+        "eval_tokens": {"valid": state.val_ntok, "test": test_ntok},
         "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,
-        "coverage": info["coverage"], "corpus": _corpus_info(corpus),
-        "command": command, "versions": rundir.versions(), "git_commit": rundir.git_commit(),
+        "coverage": run.info["coverage"], "corpus": _corpus_info(run.corpus),
+        "command": run.command, "versions": versions(), "git_commit": git_commit(),
         "config": {"train": asdict(cfg), "model": asdict(mcfg)},
     }

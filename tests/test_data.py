@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from lmfix.data import (EOS, UNK, batchify, build_vocab, encode, get_batch, load_corpus,
-                        resolve_data_spec, sentences)
+from lmfix.data import batchify, get_batch, load_corpus, resolve_data_spec, sentences
 from lmfix.errors import LmfixError
+from lmfix.tokenizer import WordTokenizer
+from lmfix.vocab import EOS, UNK, build_vocab
 
 
 def test_wikitext2_counts_match_the_pytorch_example(wikitext2):
@@ -12,14 +13,14 @@ def test_wikitext2_counts_match_the_pytorch_example(wikitext2):
     assert len(c.vocab) == 33278
     assert c.vocab.words[0] == EOS  # the first line of train.txt is blank
     assert c.unk_replaced == {"train": 0, "valid": 0, "test": 0}
-    # SOURCE.md's published checksum of wiki.train.tokens
+    # ../shared/data/wikitext-2/SOURCE.md's published checksum of wiki.train.tokens
     assert c.train_sha256 == "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f"
 
 
 def test_tokenization_appends_eos_to_every_line_blank_included():
     lines = [" a b \n", " \n", " b c \n"]
     v = build_vocab(lines)
-    ids, n_unk = encode(lines, v)
+    ids, n_unk = WordTokenizer(v).encode(lines)
     assert [v.words[i] for i in ids] == ["a", "b", EOS, EOS, "b", "c", EOS]
     assert n_unk == 0 and UNK in v.index
 

@@ -82,6 +82,56 @@ def test_glove_without_header_and_fasttext_vec(tmp_path):
     assert load_embeddings(tmp_path / "crlf.txt").words == ["a", "b"]
 
 
+BOM = b"\xef\xbb\xbf"
+W2V_TEXT = b"3 2\nthe 0.5 -1.25\ncat 2 3\nsat 4e-1 5\n"
+GLOVE_TEXT = b"the 0.5 -1.25\ncat 2 3\nsat 4e-1 5\n"
+FT_VEC = b"3 2 \nthe 0.5 -1.25 \ncat 2 3 \nsat 4e-1 5 \n"  # fastText: a space ends each line
+
+
+@pytest.mark.parametrize("name,data", [("w.txt", W2V_TEXT), ("g.txt", GLOVE_TEXT),
+                                       ("f.vec", FT_VEC), ("w.emb", W2V_TEXT),
+                                       ("g.emb", GLOVE_TEXT)])
+@pytest.mark.parametrize("bom", [False, True])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_bom_and_crlf_text_files_load_like_plain_ones(tmp_path, name, data, bom, crlf):
+    # Issue 12: a UTF-8 BOM made the first word "\ufeffthe" (and hid a word2vec header).
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    (tmp_path / name).write_bytes((BOM if bom else b"") + data)
+    e = load_embeddings(tmp_path / name)
+    assert e.words == ["the", "cat", "sat"]
+    assert e.words[0] == "the"
+    np.testing.assert_array_equal(e.vectors, np.array([[0.5, -1.25], [2, 3], [0.4, 5]], np.float32))
+
+
+def test_bom_before_a_binary_header_is_ignored(tmp_path):
+    vecs = np.arange(6, dtype="<f4").reshape(2, 3)
+    data = b"2 3\n" + b"".join(w + b" " + v.tobytes() for w, v in zip([b"the", b"b"], vecs))
+    (tmp_path / "b.bin").write_bytes(BOM + data)
+    back = load_embeddings(tmp_path / "b.bin")
+    assert back.words == ["the", "b"]
+    np.testing.assert_array_equal(back.vectors, vecs)
+
+
+def test_bom_file_with_sidecar_and_bom_npy_vocabulary(emb, tmp_path):
+    save_embeddings(emb, tmp_path / "e.txt")
+    path = tmp_path / "e.txt"
+    path.write_bytes(BOM + path.read_bytes())  # the sidecar's sha256 is now stale: reported
+    with pytest.raises(LmfixError, match="stale sidecar"):
+        load_embeddings(path)
+    os.remove(tmp_path / "e.txt.json")
+    assert load_embeddings(path).words == WORDS
+    np.save(tmp_path / "m.npy", np.eye(2))
+    (tmp_path / "m.vocab").write_bytes(BOM + b"the\r\ncat\r\n")
+    assert load_embeddings(tmp_path / "m.npy").words == ["the", "cat"]
+
+
+def test_only_a_bom_is_an_empty_file(tmp_path):
+    (tmp_path / "e.txt").write_bytes(BOM + b"\r\n")
+    with pytest.raises(LmfixError, match="empty"):
+        load_embeddings(tmp_path / "e.txt")
+
+
 def test_word2vec_c_binary_with_newline_after_each_vector(tmp_path):
     vecs = np.arange(6, dtype="<f4").reshape(2, 3)
     data = b"2 3\n" + b"".join(w + b" " + v.tobytes() + b"\n" for w, v in zip([b"a", b"b"], vecs))

@@ -153,7 +153,7 @@ def test_a_signal_during_validation_stops_promptly_and_resumes_exactly(tiny_corp
     with pytest.raises(LmfixError, match="SIGTERM"):
         train(TrainConfig(out=str(out), **kw), progress=False)
     st = load_checkpoint(out / "checkpoint.pt")["state"]
-    assert st["validating"] and st["epoch"] == 1 and st["batch"] == nbatches
+    assert st["phase"] == "validate" and st["epoch"] == 1 and st["batch"] == nbatches
     monkeypatch.undo()
     resumed = train(TrainConfig(out=str(out), **kw), resume=True, progress=False)
     assert (resumed["val_loss"], resumed["test_loss"]) == (ref["val_loss"], ref["test_loss"])

@@ -6,13 +6,14 @@ import csv
 import json
 import math
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from lmfix.errors import LmfixError
 from lmfix.report import collect_runs, read_metrics, write_report
-from lmfix.report_render import fmt_duration
+from lmfix.report_render import COLUMNS, TABLE, fmt_duration
 
 V, D, H = 33278, 200, 200
 LSTM = 2 * 4 * (H * (D + H) + 2 * H)  # two LSTM layers, two bias vectors each
@@ -197,6 +198,55 @@ def test_index_html(report):
     for name in RUNS:
         assert f"<tr><td>{name}</td>" in page
     assert "13,987,678" in page and "<pre>" in page and "lmfix train --data" in page
+
+
+NUMERIC = {"d", "trainable params", "fixed params", "total params", "trainable % of baseline",
+           "val ppl", "test ppl", "test word ppl", "epochs", "wall time", "tokens/s"}
+
+
+class _Cells(HTMLParser):
+    """Each <td>'s class and the <div> classes around the table cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.tds, self.divs, self.td_divs = [], [], set()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "div":
+            self.divs.append(dict(attrs).get("class"))
+        elif tag == "td":
+            self.tds.append(dict(attrs).get("class"))
+            self.td_divs.add(tuple(self.divs))
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            self.divs.pop()
+
+
+def test_column_alignment_follows_definition(report):
+    _, out, _ = report
+    assert COLUMNS == [c.name for c in TABLE]
+    assert {c.name for c in TABLE if c.numeric} == NUMERIC
+    md = (out / "report.md").read_text().splitlines()
+    align = md[md.index("| " + " | ".join(COLUMNS) + " |") + 1].strip("|").split("|")
+    assert align == ["---:" if c in NUMERIC else ":---" for c in COLUMNS]
+    cells = _Cells()
+    cells.feed((out / "index.html").read_text())
+    assert len(cells.tds) == len(RUNS) * len(COLUMNS)
+    for i, cls in enumerate(cells.tds):
+        name = COLUMNS[i % len(COLUMNS)]
+        assert cls == ("n" if name in NUMERIC else None), name
+    by_name = dict(zip(COLUMNS, cells.tds))
+    assert by_name["tokens/s"] == "n" and by_name["tokenizer"] is None
+
+
+def test_html_table_scrolls_in_its_own_box(report):
+    _, out, _ = report
+    page = (out / "index.html").read_text()
+    cells = _Cells()
+    cells.feed(page)
+    assert cells.td_divs == {("tablewrap",)}  # every cell, and so the table, inside the wrapper
+    assert re.search(r"\.tablewrap\{[^}]*overflow-x:auto", page)
 
 
 def test_truncated_metrics_line_tolerated(report):

@@ -4,6 +4,7 @@ import pytest
 
 from lmfix.cli import main
 from lmfix.errors import LmfixError
+from lmfix.report import write_report
 from lmfix.run import run, train_command
 from lmfix.train import TrainConfig
 
@@ -13,8 +14,9 @@ VARIANTS = ["learned", "learned-untied", "word2vec", "pmi", "random-orthogonal"]
 
 def test_tiny_run_end_to_end_then_resume(tiny_corpus_dir, tmp_path):
     out = tmp_path / "out"
-    results = run("quick", out, str(tiny_corpus_dir), VARIANTS, dict(TINY, max_train_tokens=None),
-                  progress=False)
+    run_dirs = run("quick", out, str(tiny_corpus_dir), VARIANTS, dict(TINY, max_train_tokens=None),
+                   progress=False)
+    results = write_report(run_dirs, out)
     for f in ("report.md", "results.csv", "results.json", "index.html", "val_ppl.png",
               "params.png", "run.json"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f

@@ -8,15 +8,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmfix.subword as subword
-from lmfix.data import EOS, SPLITS, UNK, RawText, count_words, load_corpus, read_text
+from lmfix.data import SPLITS, RawText, count_words, load_corpus, read_text, tokenize
+from lmfix.vocab import EOS, UNK
 from lmfix.errors import LmfixError
 from lmfix.subword import (SP_UNK, SubwordConfig, encode_lines, load_or_train, model_path,
-                           subword_corpus, train_sentencepiece, words_in_pieces)
+                           train_sentencepiece, words_in_pieces)
+from lmfix.tokenizer import TokenizerConfig
 
 from conftest import TINY_TRAIN
 
 TINY_VOCAB = 280  # the tiny corpus allows 278..282 (unigram): 256 bytes + specials + chars
 WT2_TRAIN_LINES = 4000  # train on a slice: ~1 s for 2000 pieces; byte fallback covers the rest
+
+
+def sp_config(model_type="unigram", vocab_size=TINY_VOCAB, model_dir=None) -> TokenizerConfig:
+    return TokenizerConfig("sentencepiece", model_type, vocab_size, model_dir)
+
+
+def fit_args(raw: RawText) -> tuple:
+    return raw.lines["train"], raw.train_sha256
 
 
 def tiny_raw(sha="tiny") -> RawText:
@@ -38,15 +48,16 @@ def wt2(wikitext2, _wt2_cache, tmp_path_factory):
                       {**full.lines, "train": full.lines["train"][:WT2_TRAIN_LINES]},
                       full.train_sha256 + f"[:{WT2_TRAIN_LINES}]")
         cfg = SubwordConfig(vocab_size=2000, model_dir=str(tmp_path_factory.mktemp("sp")))
-        sp, _ = load_or_train(raw, cfg)
-        _wt2_cache.update(full=full, raw=raw, cfg=cfg, sp=sp, corpus=subword_corpus(raw, cfg))
+        sp, _ = load_or_train(*fit_args(raw), cfg)
+        _wt2_cache.update(full=full, raw=raw, cfg=cfg, sp=sp, corpus=tokenize(raw, sp_config(vocab_size=2000, model_dir=cfg.model_dir)
+                                        .fit(*fit_args(raw))))
     return _wt2_cache
 
 
 @pytest.fixture(scope="module")
 def tiny_sp(tmp_path_factory):
     cfg = SubwordConfig(vocab_size=TINY_VOCAB, model_dir=str(tmp_path_factory.mktemp("tiny")))
-    return load_or_train(tiny_raw(), cfg)[0]
+    return load_or_train(*fit_args(tiny_raw()), cfg)[0]
 
 
 def pieces(corpus, split):
@@ -110,10 +121,10 @@ def test_corpus_metadata(wt2):
     assert len(corpus.vocab) == 2000 and corpus.vocab.words[0] == SP_UNK
     assert corpus.unk_replaced == {s: 0 for s in SPLITS}
     assert set(corpus.chars) == set(SPLITS) and corpus.chars["valid"] > corpus.words["valid"]
-    tok = corpus.tokenizer
+    tok = corpus.tokenizer.identity()
     assert {k: tok[k] for k in ("kind", "model_type", "vocab_size", "seed")} == {
         "kind": "sentencepiece", "model_type": "unigram", "vocab_size": 2000, "seed": 0}
-    assert tok["model_path"] == str(model_path(wt2["raw"], cfg))
+    assert tok["model_path"] == str(model_path(wt2["raw"].train_sha256, cfg))
     with open(tok["model_path"], "rb") as f:
         assert tok["model_sha256"] == hashlib.sha256(f.read()).hexdigest()
 
@@ -163,7 +174,7 @@ def test_large_corpora_train_on_a_seeded_sample_in_corpus_order(monkeypatch):
 
 def test_saved_model_is_reused(tmp_path, monkeypatch):
     cfg = SubwordConfig(vocab_size=TINY_VOCAB, model_dir=str(tmp_path))
-    sp1, path = load_or_train(tiny_raw(), cfg)
+    sp1, path = load_or_train(*fit_args(tiny_raw()), cfg)
     assert path.parent == tmp_path and path.name.startswith(f"sp-unigram-{TINY_VOCAB}-")
     mtime = path.stat().st_mtime_ns
 
@@ -171,37 +182,37 @@ def test_saved_model_is_reused(tmp_path, monkeypatch):
         raise AssertionError("retrained although a matching model was saved")
 
     monkeypatch.setattr(subword, "train_sentencepiece", no_training)
-    sp2, path2 = load_or_train(tiny_raw(), cfg)
+    sp2, path2 = load_or_train(*fit_args(tiny_raw()), cfg)
     assert path2 == path and path.stat().st_mtime_ns == mtime
     assert sp2.serialized_model_proto() == sp1.serialized_model_proto()
 
 
 def test_unreadable_cached_model_is_retrained(tmp_path):
     cfg = SubwordConfig(vocab_size=TINY_VOCAB, model_dir=str(tmp_path))
-    path = model_path(tiny_raw(), cfg)
+    path = model_path(tiny_raw().train_sha256, cfg)
     path.write_bytes(b"not a model")
-    sp, path2 = load_or_train(tiny_raw(), cfg)
+    sp, path2 = load_or_train(*fit_args(tiny_raw()), cfg)
     assert path2 == path and sp.get_piece_size() == TINY_VOCAB
 
 
 def test_other_settings_or_text_give_another_model_path(tmp_path):
     base = SubwordConfig(model_dir=str(tmp_path))
-    paths = {model_path(tiny_raw(), base),
-             model_path(tiny_raw(), SubwordConfig(model_dir=str(tmp_path), model_type="bpe")),
-             model_path(tiny_raw(), SubwordConfig(model_dir=str(tmp_path), vocab_size=4000)),
-             model_path(tiny_raw(), SubwordConfig(model_dir=str(tmp_path), seed=1)),
-             model_path(tiny_raw(sha="other text"), base)}
+    paths = {model_path(tiny_raw().train_sha256, base),
+             model_path(tiny_raw().train_sha256, SubwordConfig(model_dir=str(tmp_path), model_type="bpe")),
+             model_path(tiny_raw().train_sha256, SubwordConfig(model_dir=str(tmp_path), vocab_size=4000)),
+             model_path(tiny_raw().train_sha256, SubwordConfig(model_dir=str(tmp_path), seed=1)),
+             model_path(tiny_raw(sha="other text").train_sha256, base)}
     assert len(paths) == 5 and all(p.parent == tmp_path for p in paths)
-    assert model_path(tiny_raw(), base) == model_path(tiny_raw(), SubwordConfig(model_dir=str(tmp_path)))
+    assert model_path(tiny_raw().train_sha256, base) == model_path(tiny_raw().train_sha256, SubwordConfig(model_dir=str(tmp_path)))
 
 
 def test_default_model_dir_respects_lmfix_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LMFIX_CACHE", str(tmp_path))
-    assert model_path(tiny_raw(), SubwordConfig()).parent == tmp_path / "sentencepiece"
+    assert model_path(tiny_raw().train_sha256, SubwordConfig()).parent == tmp_path / "sentencepiece"
     monkeypatch.delenv("LMFIX_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / ".cache" / "lmfix" / "sentencepiece"
-    assert model_path(tiny_raw(), SubwordConfig()).parent == expected
+    assert model_path(tiny_raw().train_sha256, SubwordConfig()).parent == expected
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
@@ -209,7 +220,7 @@ def test_default_model_dir_respects_lmfix_cache(tmp_path, monkeypatch):
 def test_vocab_size_that_does_not_fit_the_corpus(tmp_path, model_type, vocab_size, message):
     cfg = SubwordConfig(model_type=model_type, vocab_size=vocab_size, model_dir=str(tmp_path))
     with pytest.raises(LmfixError, match=message):
-        load_or_train(tiny_raw(), cfg)
+        load_or_train(*fit_args(tiny_raw()), cfg)
     assert os.listdir(tmp_path) == []  # nothing half-written is left to be reused
 
 
@@ -218,13 +229,12 @@ def test_vocab_size_that_does_not_fit_the_corpus(tmp_path, model_type, vocab_siz
 def test_bad_settings(tmp_path, cfg, message):
     cfg.model_dir = str(tmp_path)
     with pytest.raises(LmfixError, match=message):
-        load_or_train(tiny_raw(), cfg)
+        load_or_train(*fit_args(tiny_raw()), cfg)
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_load_corpus_end_to_end_on_tiny_corpus(tiny_corpus_dir, tmp_path, model_type):
-    cfg = SubwordConfig(model_type=model_type, vocab_size=TINY_VOCAB, model_dir=str(tmp_path))
-    corpus = load_corpus(str(tiny_corpus_dir), cfg)
+    corpus = load_corpus(str(tiny_corpus_dir), sp_config(model_type, model_dir=str(tmp_path)))
     words = load_corpus(str(tiny_corpus_dir))
     assert EOS in corpus.vocab.index and UNK in corpus.vocab.index
     assert corpus.words == words.words and corpus.chars == words.chars
@@ -233,7 +243,7 @@ def test_load_corpus_end_to_end_on_tiny_corpus(tiny_corpus_dir, tmp_path, model_
         assert words_in_pieces(pieces(corpus, s)) == words.words[s]
         n_lines = len((tiny_corpus_dir / f"{s}.txt").read_text().splitlines())
         assert corpus.split(s).tolist().count(corpus.vocab.index[EOS]) == n_lines
-    assert corpus.tokenizer["model_type"] == model_type
+    assert corpus.tokenizer.identity()["model_type"] == model_type
     # "bird" is not in the training text: it comes out as pieces/bytes, not as an unknown.
     assert corpus.vocab.index[SP_UNK] not in corpus.valid.tolist()
 
@@ -259,8 +269,8 @@ def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir
     s = train(cfg, progress=False)
     assert s["tokenizer"]["kind"] == "sentencepiece" and s["vocab_size"] == 280
     assert (tmp_path / "sp" / "tokenizer.model").is_file()
-    corpus = load_corpus(str(tiny_corpus_dir), SubwordConfig(vocab_size=280,
-                                                             model_dir=str(tmp_path / "cache")))
+    corpus = load_corpus(str(tiny_corpus_dir), sp_config(vocab_size=280,
+                                                         model_dir=str(tmp_path / "cache")))
     model = LSTMLM(ModelConfig(**s["config"]["model"]))
     model.load_state_dict(load_checkpoint(tmp_path / "sp" / "best.pt")["model"])
     model.eval()

@@ -145,7 +145,20 @@ def test_nan_loss_stops_with_a_clear_error(tiny_corpus_dir, tmp_path):
     assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
 
 
-def test_amp_trains_to_a_finite_perplexity(tiny_corpus_dir, tmp_path):
+def test_amp_trains_to_a_finite_perplexity_or_is_refused_in_one_line(tiny_corpus_dir, tmp_path,
+                                                                      capsys):
+    """CPUs without bfloat16 LSTM kernels (no AVX-512 BF16) raised a oneDNN traceback at the
+    first step; now --amp is refused up front with one line, or it trains."""
+    from lmfix.train import check_amp
+    try:
+        check_amp(torch.device("cpu"))
+    except LmfixError:
+        code = main(["train", "--data", str(tiny_corpus_dir), "--amp", "--device", "cpu",
+                     "--epochs", "1", "--out", str(tmp_path / "amp"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("lmfix: error: --amp") and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+        return
     s = train(run_cfg(tiny_corpus_dir, tmp_path / "amp", epochs=1, amp=True,
                       embedding="random-orthogonal"), progress=False)
     assert math.isfinite(s["test_ppl"]) and s["config"]["train"]["amp"] is True

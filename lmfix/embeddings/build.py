@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-import platform
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -27,8 +27,9 @@ import numpy as np
 
 from ..data import sentences
 from ..errors import LmfixError
+from ..provenance import versions
 from . import bases, pmi
-from .vectors import Embeddings, coverage
+from .vectors import Embeddings, coverage, save_embeddings
 from .word2vec import default_workers, train_word2vec
 
 
@@ -123,7 +124,7 @@ def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, 
         "coverage": coverage(emb, vocab_words),
         "build_seconds": round(seconds, 2),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": library_versions(),
+        "versions": versions("numpy", "scipy", "gensim"),
     }
     return emb
 
@@ -148,11 +149,12 @@ def _build_pmi(ids: np.ndarray, vocab_words: list[str], dim: int, config: PMICon
     return [w for w, keep in zip(vocab_words, has_vector) if keep], vectors[has_vector]
 
 
-def library_versions() -> dict:
-    import gensim
-    import scipy
-
-    from .. import __version__
-
-    return {"lmfix": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "gensim": gensim.__version__}
+def build_and_save(method: str, corpus, dim: int, out: str | os.PathLike, params: dict | None = None,
+                   seed: int = 0, fmt: str | None = None, progress: bool = False) -> Embeddings:
+    """Build, record the corpus's tokenizer, save (``out`` and ``out.json``), and save the
+    tokenizer beside the file, so the vectors stay usable and checkable without any cache."""
+    emb = build_embeddings(method, corpus, dim, params, seed, progress=progress)
+    emb.meta["tokenizer"] = corpus.tokenizer.identity()  # pieces only match the same tokenizer
+    save_embeddings(emb, out, fmt)
+    corpus.tokenizer.save_beside(out)
+    return emb

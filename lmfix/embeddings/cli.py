@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..data import DATA_HELP
+from ..data import DATA_HELP, load_corpus
 from ..errors import LmfixError
-from .build import METHODS
+from ..tokenizer import TokenizerConfig, add_tokenizer_flags
+from .vectors import load_embeddings, nearest_neighbors, save_format
+
+METHODS = ("word2vec", "pmi", "random-orthogonal", "hadamard")  # = build.METHODS (a test checks)
 
 
 # Method flags: dest → (flag, methods it applies to). Defaults live in the config dataclasses.
@@ -55,13 +58,7 @@ def register(subparsers) -> None:
                    help="random seed: SVD start vector, subsampling, word2vec init, bases "
                         "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tokenizer", choices=("word", "sentencepiece"), default="word",
-                   help="build over word-level tokens (default) or SentencePiece pieces (use "
-                        "the same tokenizer flags with lmfix train)")
-    p.add_argument("--sp-model-type", choices=("unigram", "bpe"), default="unigram",
-                   help="SentencePiece model type (default %(default)s)")
-    p.add_argument("--sp-vocab-size", type=int, default=8000,
-                   help="SentencePiece vocabulary size (default %(default)s)")
+    add_tokenizer_flags(p)
 
     g = p.add_argument_group("pmi and word2vec")
     g.add_argument("--window", type=int, default=None,
@@ -106,25 +103,18 @@ def register(subparsers) -> None:
 
 def _cmd_build_embeddings(args: argparse.Namespace) -> None:
     params = {dest: getattr(args, dest) for dest in _METHOD_FLAGS if getattr(args, dest) is not None}
-    tokenizer = None
-    if args.tokenizer == "sentencepiece":
-        from ..subword import SubwordConfig
-        tokenizer = SubwordConfig(model_type=args.sp_model_type, vocab_size=args.sp_vocab_size)
-    build_and_save(args.method, args.dim, args.data, args.out, args.format, args.seed, params,
-                   progress=not args.quiet, tokenizer=tokenizer)
+    build_command(args.method, args.dim, args.data, args.out, args.format, args.seed, params,
+                  progress=not args.quiet, tokenizer=TokenizerConfig.from_flags(args))
 
 
 def _cmd_neighbors(args: argparse.Namespace) -> None:
     print_neighbors(args.file, args.words, args.k)
 
 
-def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str | None, seed: int,
-                   params: dict, progress: bool = True, tokenizer=None):
+def build_command(method: str, dim: int, data: str | None, out: str, fmt: str | None, seed: int,
+                  params: dict, progress: bool = True, tokenizer: TokenizerConfig | None = None):
     """Load the corpus, build, save, and print what was built. Returns the Embeddings."""
-    from ..data import load_corpus
-    from .build import build_embeddings
-    from .vectors import save_embeddings, save_format
-
+    from .build import build_and_save  # scipy and gensim load only for this command
     misplaced = [_METHOD_FLAGS[k][0] for k in params if method not in _METHOD_FLAGS[k][1]]
     if misplaced:
         own = [flag for flag, methods in _METHOD_FLAGS.values() if method in methods]
@@ -136,14 +126,10 @@ def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str |
     started = time.perf_counter()
     corpus = load_corpus(data, tokenizer)
     loaded = time.perf_counter()
-    emb = build_embeddings(method, corpus, dim, params, seed, progress=progress)
-    emb.meta["tokenizer"] = corpus.tokenizer  # pieces only match runs with the same tokenizer
-    built = time.perf_counter()
-    save_embeddings(emb, out, fmt)
-    from ..subword import copy_model
-    copy_model(corpus.tokenizer, f"{out}.tokenizer.model")
+    emb = build_and_save(method, corpus, dim, out, params, seed, fmt, progress=progress)
     saved = time.perf_counter()
     cov = emb.meta["coverage"]
+    built = loaded + emb.meta["build_seconds"]
     print(f"{method}: {len(emb):,} x {emb.dim} vectors built in {emb.meta['build_seconds']:.1f} s "
           f"(corpus loaded in {loaded - started:.1f} s, saved in {saved - built:.1f} s)")
     line = (f"coverage: {cov['covered']:,} of {cov['vocab_size']:,} vocabulary words "
@@ -156,8 +142,6 @@ def build_and_save(method: str, dim: int, data: str | None, out: str, fmt: str |
 
 
 def print_neighbors(path: str, words: list[str], k: int = 10) -> None:
-    from .vectors import load_embeddings, nearest_neighbors
-
     emb = load_embeddings(path)
     known = set(emb.words)
     unknown = [w for w in words if w not in known]

@@ -41,6 +41,7 @@ from ..fsutil import atomic_path, read_json, write_json
 FORMATS = ("text", "binary", "glove", "npy")
 OOV_POLICIES = ("error", "random", "zero")
 _NPY_MAGIC = b"\x93NUMPY"
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark
 _EXAMPLES = 10  # how many missing / bad words an error message or coverage report lists
 _SEPARATORS = frozenset(" \n\r")  # cannot appear inside a word in word2vec files
 
@@ -128,7 +129,7 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike, fmt: str | None = 
         meta = dict(emb.meta)
         meta["file"] = {"format": "binary" if binary else "text", "n_words": len(emb),
                         "dim": emb.dim, "sha256": _sha256(tmp)}
-        write_json(_sidecar(path), meta)
+        write_json(sidecar_path(path), meta)
 
 
 def save_format(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -140,7 +141,9 @@ def save_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     return fmt
 
 
-def _sidecar(path: Path) -> Path:
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where an embedding file's JSON metadata lives: FILE.json beside FILE."""
+    path = Path(path)
     return path.with_name(path.name + ".json")
 
 
@@ -165,7 +168,8 @@ def load_embeddings(path: str | os.PathLike, fmt: str | None = None) -> Embeddin
     the content. The reader is strict where gensim's ``load_word2vec_format`` is lenient
     (gensim keeps the first of duplicate words, ignores lines past the header's count and
     broadcasts a one-value line to every dimension): any malformed file raises one
-    :class:`LmfixError` naming the file and the problem. ``meta`` comes from the JSON sidecar
+    :class:`LmfixError` naming the file and the problem. A leading UTF-8 byte order mark is
+    ignored and CRLF line ends read as LF. ``meta`` comes from the JSON sidecar
     ``path + ".json"`` when there is one (``{}`` otherwise).
     """
     path = Path(path)
@@ -179,16 +183,20 @@ def load_embeddings(path: str | os.PathLike, fmt: str | None = None) -> Embeddin
         raise LmfixError(f"{path}: is a directory, not an embedding file") from None
     except OSError as e:
         raise LmfixError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not data.strip():
+    # Some Windows tools (older Notepad, PowerShell 5's "Out-File -Encoding utf8") start text
+    # with a byte order mark; kept, it made the first word "\ufeffthe". Stripped here, before
+    # sniffing, so the header is recognized too; the sidecar's sha256 covers the whole file.
+    body = data[len(_BOM):] if data.startswith(_BOM) else data
+    if not body.strip():
         raise LmfixError(f"{path}: empty file")
-    fmt = fmt or _sniff(path, data)
+    fmt = fmt or _sniff(path, body)
     try:
         if fmt == "npy":
             words, vectors = _parse_npy(path)
         elif fmt == "binary":
-            words, vectors = _parse_binary(data)
+            words, vectors = _parse_binary(body)
         else:
-            words, vectors = _parse_text(data, header=(fmt == "text"))
+            words, vectors = _parse_text(body, header=(fmt == "text"))
         emb = Embeddings(words, vectors, {})
     except LmfixError as e:
         raise LmfixError(f"{path}: {e} (read as {_FORMAT_NAMES[fmt]})") from None
@@ -331,7 +339,7 @@ def _parse_npy(path: Path) -> tuple[list[str], np.ndarray]:
         raise LmfixError("no vocabulary file next to it; expected one word per line in "
                          + " or ".join(str(c) for c in candidates))
     try:
-        words = vocab.read_text(encoding="utf-8").split("\n")
+        words = vocab.read_text(encoding="utf-8-sig").split("\n")  # -sig: drops a BOM
     except (OSError, UnicodeDecodeError) as e:
         raise LmfixError(f"cannot read vocabulary {vocab}: {e}") from None
     if words and words[-1] == "":
@@ -343,7 +351,7 @@ def _parse_npy(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _read_sidecar(path: Path, data: bytes, emb: Embeddings) -> dict:
-    sidecar = _sidecar(path)
+    sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return {}
     meta = read_json(sidecar)

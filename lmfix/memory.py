@@ -1,0 +1,175 @@
+"""How much memory a training run needs, and a refusal before it allocates what is not there.
+
+``--emsize 10000000`` on WikiText-2 (V = 33,278) asks for a 1.3 TB embedding; torch then dies
+with an allocator traceback. :func:`estimate_train_bytes` does the arithmetic first (pure
+Python integers, nothing is allocated) and :func:`check_fits` turns "does not fit" into one
+:class:`LmfixError` naming the estimate, its parts and the memory available.
+
+Parameter and buffer counts are exact (they mirror :class:`lmfix.model.LSTMLM`; the tests
+compare them with real models). The rest is an estimate of the training peak:
+
+- gradients: one per trainable parameter (the fixed embedding is a buffer: none);
+- optimizer state: SGD none (lmfix uses no momentum), Adam/AdamW two moments per parameter
+  (``exp_avg``, ``exp_avg_sq``; the foreach step's temporaries are not counted);
+- activations kept for backward over one bptt window, roughly
+  ``bptt × batch × (10·nlayers·nhid + 2·emsize + 2·nhid [+ emsize with a projection])``
+  floats: per LSTM layer and step the four gates, cell and hidden state and their
+  intermediates (~10·nhid), plus the embedding and output with their dropout;
+- loss: the fused loss (:mod:`lmfix.loss`) holds one chunk of ``default_chunk_rows`` × V
+  logits (its gradient is computed in the same buffer, in place), the (bptt·batch) × d
+  gradient of its input and, for a learned classifier, its V × d weight gradient (twice:
+  saved in forward, scaled into a copy in backward); with ``amp`` the plain form holds all
+  bptt·batch × V logits (bfloat16, float32 log-softmax and its gradient);
+- fixed buffer: the V × emsize frozen embedding of ``fixed`` mode.
+
+Checkpoints loaded at resume and the embedding file's copies while the model is built are
+transient and not counted. Measured on CPU (V = 33,278, d = nhid = 400, batch 20, bptt 35;
+peak RSS growth while building the model and two steps): learned/SGD 336 MB vs 308 MB
+estimated, learned/Adam 488-514 vs 436 MB, learned-untied/Adam 730 vs 649 MB, fixed/SGD 253
+vs 149 MB (+ 107 MB: the two V × d copies made while the model is built). A little low,
+never far off; :func:`check_fits` leaves a further 10% of the available memory as margin.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import LmfixError
+from .loss import default_chunk_rows
+
+MODES = ("learned", "learned-untied", "fixed")
+_MEMINFO = "/proc/meminfo"
+_CGROUP = "/sys/fs/cgroup"  # cgroup v2: a container's limit, which /proc/meminfo does not show
+_DTYPES = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}
+_LSTM_FLOATS_PER_UNIT = 10  # saved per layer, step, column and hidden unit (rough, see above)
+PARTS = ("parameters", "gradients", "optimizer", "activations", "loss", "fixed_buffer")
+_PART_NAMES = {"parameters": "parameters", "gradients": "gradients", "optimizer": "optimizer state",
+               "activations": "activations", "loss": "loss", "fixed_buffer": "fixed embedding"}
+
+
+def param_counts(vocab: int, emsize: int, nhid: int | None, nlayers: int,
+                 embedding_mode: str) -> dict[str, int]:
+    """Trainable parameters and fixed buffer elements of ``LSTMLM`` (as ``count_params``)."""
+    if embedding_mode not in MODES:
+        raise LmfixError(f"embedding mode must be one of {', '.join(MODES)}, "
+                         f"not {embedding_mode!r}")
+    V, d, h = vocab, emsize, nhid or emsize
+    # nn.LSTM layer l: weight_ih 4h × in_l (in_0 = d, else h), weight_hh 4h × h, bias_ih and
+    # bias_hh 4h each. Closed form, so an absurd --nlayers costs no loop.
+    lstm = 4 * h * (d + h + 2) + (nlayers - 1) * 4 * h * (2 * h + 2) if nlayers > 0 else 0
+    untied = embedding_mode == "learned-untied"
+    out_dim = h if untied else d
+    proj = h * d + d if out_dim != h else 0  # nn.Linear(nhid, emsize) when tying needs it
+    trainable = lstm + proj + V  # + the output bias
+    fixed = 0
+    if embedding_mode == "learned":
+        trainable += V * d  # one tied matrix
+    elif untied:
+        trainable += V * d + V * h  # encoder and decoder
+    else:
+        trainable += 1  # the learned logit scale
+        fixed = V * d
+    return {"trainable": trainable, "fixed": fixed}
+
+
+def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int,
+                         batch_size: int, bptt: int, embedding_mode: str, optimizer: str,
+                         eval_batch_size: int = 10, dtype_bytes: int = 4,
+                         device_type: str = "cpu", amp: bool = False) -> dict[str, int]:
+    """Bytes of each part of a training run's peak (see the module docstring), and ``total``."""
+    V, d, h = vocab, emsize, nhid or emsize
+    counts = param_counts(V, d, h, nlayers, embedding_mode)
+    params = counts["trainable"] * dtype_bytes
+    if optimizer not in ("sgd", "adam", "adamw"):
+        raise LmfixError(f"--optimizer {optimizer!r}: use sgd, adam or adamw")
+    out_dim = h if embedding_mode == "learned-untied" else d
+    proj = d if out_dim != h else 0
+    rows = bptt * batch_size
+    activations = rows * (_LSTM_FLOATS_PER_UNIT * nlayers * h + 2 * d + 2 * h + proj) * dtype_bytes
+    if amp:
+        logits = rows * V * (2 + 4 + 4)
+    else:
+        dtype = _DTYPES.get(dtype_bytes, torch.float32)
+        device = torch.device(device_type)
+        logits = max(min(default_chunk_rows(n, V, dtype, device), n) * V * dtype_bytes
+                     for n in (rows, bptt * eval_batch_size))
+    # A learned classifier's V × d gradient is saved by the loss's forward, and backward
+    # returns a copy scaled by the incoming gradient: two at once (fixed: none).
+    weight_grad = 2 * V * out_dim * dtype_bytes if embedding_mode != "fixed" else 0
+    loss = logits + weight_grad + rows * (out_dim + 1) * dtype_bytes
+    parts = {"parameters": params, "gradients": params,
+             "optimizer": 0 if optimizer == "sgd" else 2 * params,
+             "activations": activations, "loss": loss,
+             "fixed_buffer": counts["fixed"] * dtype_bytes}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def available_bytes(device: str | torch.device = "cpu") -> int | None:
+    """Free memory on ``device`` now: MemAvailable (capped by a cgroup limit) for the CPU,
+    free memory for a CUDA device, None where it cannot be known."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+    if device.type != "cpu":
+        return None
+    free = _meminfo_available()
+    limit = _cgroup_free()
+    if limit is not None:
+        free = limit if free is None else min(free, limit)
+    return free
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open(_MEMINFO) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_free() -> int | None:
+    try:
+        with open(os.path.join(_CGROUP, "memory.max")) as f:
+            limit = f.read().strip()
+        with open(os.path.join(_CGROUP, "memory.current")) as f:
+            used = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(int(limit) - used, 0)
+
+
+def format_bytes(n: float) -> str:
+    """``1331120000000`` → ``"1.3 TB"`` (decimal units, like the allocator's byte counts)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_fits(estimate: dict[str, int], device: str | torch.device = "cpu",
+               margin: float = 0.9, available: int | None = None) -> None:
+    """Raise :class:`LmfixError` if ``estimate["total"]`` exceeds ``margin`` × the memory
+    available on ``device`` (``available`` overrides the measurement; unknown: no check)."""
+    device = torch.device(device)
+    if available is None:
+        available = available_bytes(device)
+    if available is None or estimate["total"] <= margin * available:
+        return
+    parts = ", ".join(f"{_PART_NAMES[k]} {format_bytes(estimate[k])}" for k in PARTS
+                      if estimate.get(k))
+    raise LmfixError(f"the model needs about {format_bytes(estimate['total'])} ({parts}) but only "
+                     f"{format_bytes(available)} is available on {device}; lower --emsize, "
+                     "--nhid, --nlayers, --batch-size or --bptt")

@@ -1,0 +1,140 @@
+"""Memory estimate (issue 12): exact parameter bytes, a clear refusal of absurd sizes."""
+
+import pytest
+import torch
+
+from lmfix import memory
+from lmfix.errors import LmfixError
+from lmfix.loss import default_chunk_rows
+from lmfix.memory import available_bytes, check_fits, estimate_train_bytes, format_bytes
+from lmfix.model import LSTMLM, ModelConfig, count_params
+
+
+def real_model(V, d, h, nlayers, mode):
+    fixed = torch.randn(V, d) if mode == "fixed" else None
+    return LSTMLM(ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode),
+                  fixed)
+
+
+@pytest.mark.parametrize("mode", ["learned", "learned-untied", "fixed"])
+@pytest.mark.parametrize("V,d,h,nlayers", [(100, 10, 10, 1), (100, 10, 7, 2), (37, 6, 11, 3)])
+def test_parameter_and_buffer_bytes_match_real_models(mode, V, d, h, nlayers):
+    counts = count_params(real_model(V, d, h, nlayers, mode))
+    est = estimate_train_bytes(V, d, h, nlayers, batch_size=2, bptt=3, embedding_mode=mode,
+                               optimizer="sgd")
+    assert est["parameters"] == counts["trainable"] * 4
+    assert est["fixed_buffer"] == counts["fixed"] * 4
+    assert est["parameters"] + est["fixed_buffer"] == counts["total"] * 4
+    assert est["gradients"] == est["parameters"] and est["optimizer"] == 0
+    assert est["total"] == sum(est[k] for k in memory.PARTS)
+
+
+def test_absurd_sizes_cost_no_time_or_memory():
+    est = estimate_train_bytes(10**9, 10**9, 10**9, 10**12, 10**9, 10**9, "learned", "adam")
+    assert est["total"] > 10**40
+    with pytest.raises(LmfixError, match="needs about"):
+        check_fits(est, "cpu", available=10**12)
+
+
+def test_nhid_none_means_emsize():
+    a = estimate_train_bytes(100, 10, None, 2, 4, 5, "learned", "sgd")
+    assert a == estimate_train_bytes(100, 10, 10, 2, 4, 5, "learned", "sgd")
+
+
+def test_optimizer_state_and_dtype():
+    sgd = estimate_train_bytes(100, 10, 10, 1, 4, 5, "learned", "sgd")
+    for name in ("adam", "adamw"):
+        adam = estimate_train_bytes(100, 10, 10, 1, 4, 5, "learned", name)
+        assert adam["optimizer"] == 2 * adam["parameters"]  # exp_avg and exp_avg_sq
+        assert adam["total"] - sgd["total"] == adam["optimizer"]
+    double = estimate_train_bytes(100, 10, 10, 1, 4, 5, "learned", "sgd", dtype_bytes=8)
+    assert double["parameters"] == 2 * sgd["parameters"]
+    with pytest.raises(LmfixError, match="optimizer"):
+        estimate_train_bytes(100, 10, 10, 1, 4, 5, "learned", "rmsprop")
+    with pytest.raises(LmfixError, match="embedding mode"):
+        estimate_train_bytes(100, 10, 10, 1, 4, 5, "frozen", "sgd")
+
+
+def test_activations_and_loss_arithmetic():
+    V, d, h, L, B, T = 33278, 200, 200, 2, 20, 35
+    est = estimate_train_bytes(V, d, h, L, B, T, "learned", "sgd")
+    rows = T * B
+    assert est["activations"] == rows * (10 * L * h + 2 * d + 2 * h) * 4
+    chunk = default_chunk_rows(rows, V, torch.float32, torch.device("cpu"))
+    assert chunk == 350  # 48 MiB of logits per chunk on CPU: 700 rows in 2 chunks
+    # one chunk of logits (gradient in place) + the V×d weight gradient, saved and scaled in
+    # backward + the rows×d input gradient and the rows losses
+    assert est["loss"] == (chunk * V + 2 * V * d + rows * (d + 1)) * 4
+    fixed = estimate_train_bytes(V, d, h, L, B, T, "fixed", "sgd")
+    assert fixed["loss"] == (chunk * V + rows * (d + 1)) * 4  # a frozen weight has no gradient
+    cuda = estimate_train_bytes(V, d, h, L, B, T, "learned", "sgd", device_type="cuda")
+    gpu_chunk = default_chunk_rows(rows, V, torch.float32, torch.device("cuda"))  # 64 MiB budget
+    assert cuda["loss"] == (gpu_chunk * V + 2 * V * d + rows * (d + 1)) * 4
+    amp = estimate_train_bytes(V, d, h, L, B, T, "learned", "sgd", amp=True)
+    assert amp["loss"] > rows * V * 4  # the plain form holds all logits
+    wide_eval = estimate_train_bytes(V, d, h, L, 1, T, "learned", "sgd", eval_batch_size=100)
+    eval_chunk = default_chunk_rows(T * 100, V, torch.float32, torch.device("cpu"))
+    assert eval_chunk > T  # evaluation's chunk (≤ 48 MiB) is larger than training's 35 rows
+    assert wide_eval["loss"] == (eval_chunk * V + 2 * V * d + T * (d + 1)) * 4
+
+
+def test_wikitext2_default_model_fits_and_estimate_is_modest():
+    est = estimate_train_bytes(33278, 200, None, 2, 20, 35, "learned", "sgd")
+    assert 100e6 < est["total"] < 300e6
+    check_fits(est, "cpu", available=10**9)
+
+
+def test_absurd_emsize_is_refused_naming_estimate_and_available():
+    # Issue 12: --emsize 10000000 on WikiText-2 died in the allocator asking for 1.3 TB.
+    est = estimate_train_bytes(33278, 10_000_000, None, 2, 20, 35, "learned", "sgd")
+    assert est["parameters"] > 33278 * 10_000_000 * 4  # > 1.3 TB in the embedding alone
+    avail = available_bytes("cpu")
+    with pytest.raises(LmfixError) as info:
+        check_fits(est, "cpu")
+    msg = str(info.value)
+    assert f"needs about {format_bytes(est['total'])}" in msg
+    assert f"parameters {format_bytes(est['parameters'])}" in msg
+    if avail is not None:
+        assert f"only {format_bytes(avail)} is available on cpu" in msg
+    assert "--emsize" in msg
+    tb = estimate_train_bytes(33278, 10_000_000, 1, 1, 20, 1, "fixed", "sgd")
+    with pytest.raises(LmfixError, match=r"fixed embedding 1\.3 TB.* 22\.1 GB is available on cpu"):
+        check_fits(tb, "cpu", available=22_100_000_000)
+
+
+def test_margin_and_unknown_memory(monkeypatch):
+    est = {"parameters": 95, "total": 95}
+    check_fits(est, "cpu", available=106)  # 95 ≤ 0.9 × 106
+    with pytest.raises(LmfixError, match="95 B .*only 105 B"):
+        check_fits(est, "cpu", available=105)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)
+    check_fits({"total": 10**30}, "cpu")  # unknown: no refusal
+
+
+def test_available_bytes_cpu(tmp_path, monkeypatch):
+    real = available_bytes("cpu")
+    assert real is None or real > 0
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  100 kB\nMemFree: 10 kB\nMemAvailable:   50 kB\n")
+    monkeypatch.setattr(memory, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(memory, "_CGROUP", str(tmp_path / "no-cgroup"))
+    assert available_bytes("cpu") == 50 * 1024
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("40000\n")
+    (cgroup / "memory.current").write_text("10000\n")
+    monkeypatch.setattr(memory, "_CGROUP", str(cgroup))
+    assert available_bytes("cpu") == 30000  # the container's limit is tighter
+    (cgroup / "memory.max").write_text("max\n")
+    assert available_bytes("cpu") == 50 * 1024
+    monkeypatch.setattr(memory, "_MEMINFO", str(tmp_path / "missing"))
+    fallback = available_bytes("cpu")
+    assert fallback is None or fallback > 0  # sysconf's available pages
+    assert available_bytes("meta") is None
+
+
+def test_format_bytes():
+    assert format_bytes(0) == "0 B" and format_bytes(999) == "999 B"
+    assert format_bytes(1331120000000) == "1.3 TB"
+    assert format_bytes(22_100_000_000) == "22.1 GB"
+    assert format_bytes(10**20) == "100000.0 PB"
