@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
 from .data import DATA_HELP
 from .embeddings.cli import register as register_embeddings
-from .errors import LmfixError
+from .errors import Interrupted, LmfixError
+from .flags import TRAIN_FLAG_TYPES
 from .model import DEFAULT_DIM
 from .report import write_report
 from .run import DEFAULT_VARIANTS, PRESETS, run
@@ -32,16 +35,19 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
     added: list[argparse.Action] = []
 
     def add(group, *names, **kw) -> None:
+        dest = names[0].lstrip("-").replace("-", "_")
+        if dest in TRAIN_FLAG_TYPES:  # every numeric flag: its checked range (lmfix.flags)
+            kw["type"] = TRAIN_FLAG_TYPES[dest]
         added.append(group.add_argument(*names, **kw))
 
     g = p.add_argument_group("model")
-    add(g, "--emsize", type=int, default=d.emsize,
+    add(g, "--emsize", default=d.emsize,
         help=f"embedding size d (default: the embedding file's, else {DEFAULT_DIM})")
-    add(g, "--nhid", type=int, default=d.nhid,
+    add(g, "--nhid", default=d.nhid,
         help="LSTM hidden size (default: emsize; if different, a learned projection maps it "
              "to emsize before the tied classifier)")
-    add(g, "--nlayers", type=int, default=d.nlayers, help="LSTM layers (default %(default)s)")
-    add(g, "--dropout", type=float, default=d.dropout,
+    add(g, "--nlayers", default=d.nlayers, help="LSTM layers (default %(default)s)")
+    add(g, "--dropout", default=d.dropout,
         help="dropout on embeddings and LSTM output (default %(default)s)")
     add(g, "--embedding-norm", choices=("raw", "unit", "mean-unit"), default=d.embedding_norm,
         help="scaling of a fixed embedding before use: raw, unit rows, or divided by the mean "
@@ -49,43 +55,43 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
     add(g, "--cosine", action="store_true", default=d.cosine,
         help="fixed only: cosine classifier, unit-norm rows and hidden state (the paper's "
              "image form)")
-    add(g, "--scale-init", type=float, default=d.scale_init,
+    add(g, "--scale-init", default=d.scale_init,
         help="fixed only: initial learned logit scale (default 10 with --cosine, else 1)")
     add(g, "--oov", choices=("error", "random", "zero"), default=d.oov,
         help="LM words missing from an embedding file: error (default), a random vector of "
              "the mean norm, or zeros")
     added += add_tokenizer_flags(g, TokenizerConfig.from_flags(d))
     g = p.add_argument_group("training (defaults: the PyTorch word_language_model example)")
-    add(g, "--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
-    add(g, "--clip", type=float, default=d.clip,
+    add(g, "--lr", default=d.lr, help="initial learning rate (default %(default)s)")
+    add(g, "--clip", default=d.clip,
         help="gradient norm clipping (default %(default)s; 0: no clipping)")
-    add(g, "--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
-    add(g, "--batch-size", type=int, default=d.batch_size,
+    add(g, "--epochs", default=d.epochs, help="epochs (default %(default)s)")
+    add(g, "--batch-size", default=d.batch_size,
         help="training batch size: independent columns (default %(default)s)")
-    add(g, "--eval-batch-size", type=int, default=d.eval_batch_size,
+    add(g, "--eval-batch-size", default=d.eval_batch_size,
         help="evaluation batch size (default %(default)s, as the example)")
-    add(g, "--bptt", type=int, default=d.bptt,
+    add(g, "--bptt", default=d.bptt,
         help="truncated backpropagation length (default %(default)s)")
     add(g, "--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
         help="sgd is the example's plain update (default %(default)s)")
-    add(g, "--weight-decay", type=float, default=d.weight_decay,
+    add(g, "--weight-decay", default=d.weight_decay,
         help="weight decay (default %(default)s)")
-    add(g, "--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    add(g, "--seed", default=d.seed, help="random seed (default %(default)s)")
     add(g, "--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
     add(g, "--amp", action="store_true", default=d.amp,
         help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; refused on CPUs "
              "without bfloat16 LSTM kernels)")
     g = p.add_argument_group("budgets and logging")
-    add(g, "--max-train-tokens", type=int, default=d.max_train_tokens,
+    add(g, "--max-train-tokens", default=d.max_train_tokens,
         help="train on the first N tokens of the training split only")
-    add(g, "--max-eval-tokens", type=int, default=d.max_eval_tokens,
+    add(g, "--max-eval-tokens", default=d.max_eval_tokens,
         help="evaluate on the first N tokens of valid/test only (default: all; the summary "
              "records it)")
-    add(g, "--max-minutes", type=float, default=d.max_minutes,
+    add(g, "--max-minutes", default=d.max_minutes,
         help="stop training after M minutes, then validate and test")
-    add(g, "--log-interval", type=int, default=d.log_interval,
+    add(g, "--log-interval", default=d.log_interval,
         help="batches between progress records (default %(default)s)")
-    add(g, "--checkpoint-every", type=float, default=d.checkpoint_every,
+    add(g, "--checkpoint-every", default=d.checkpoint_every,
         help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch ends only)")
     if only_given:
         for action in added:
@@ -133,8 +139,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"report: {args.out}/report.md and {args.out}/index.html")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Flag errors end like every other user error: one ``lmfix: error:`` line, exit 2
+    (argparse would print the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"lmfix: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lmfix", description="Language models with fixed word embeddings "
         "(Hoffer, Hubara & Soudry 2018, 'Fix your classifier').")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -182,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What an interrupted command leaves, and how to go on (training says it itself).
+_CONTINUE = {
+    "run": "built embeddings and finished variants are kept and an interrupted variant resumes "
+           "from its checkpoint: rerun the same command to continue",
+    "build-embeddings": "nothing half-written was left; rerun the same command to build it",
+}
+
+
+def _terminated(signum, frame):
+    # SIGTERM's default would end the process silently with 143; raising lets every
+    # atomic writer remove its temporary file and main() say what was stopped.
+    raise Interrupted("interrupted by SIGTERM", "SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -189,15 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         args.out_given = args.out is not None
         args.out = args.out or TrainConfig.out
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        return _interrupted(args.cmd, Interrupted("interrupted by SIGINT (Ctrl-C)", "SIGINT"))
+    except Interrupted as e:
+        return _interrupted(args.cmd, e)
     except LmfixError as e:
         print(f"lmfix: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lmfix: interrupted", file=sys.stderr)
-        return 130
     return 0
+
+
+def _interrupted(cmd: str, e: Interrupted) -> int:
+    how = _CONTINUE.get(cmd)
+    msg = f"{cmd} {e}" if how is None else f"{cmd} interrupted by {e.signal_name}; {how}"
+    print(f"lmfix: {msg}", file=sys.stderr)
+    return e.exit_status
 
 
 if __name__ == "__main__":

@@ -9,6 +9,20 @@ class LmfixError(Exception):
     """A problem with the user's input or environment, explained in one message."""
 
 
+class Interrupted(LmfixError):
+    """Ctrl-C or SIGTERM: the CLI prints the message (what stopped, how to continue) and exits
+    with the shell's conventional status, 128 + the signal number (130, 143)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_status(self) -> int:
+        import signal
+        return 128 + signal.Signals[self.signal_name].value
+
+
 def first_line(e: BaseException) -> str:
     """An exception's first message line (library messages can run to many lines)."""
     lines = str(e).splitlines()

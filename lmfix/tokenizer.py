@@ -22,8 +22,9 @@ from typing import Union
 
 import torch
 
+from . import flags
 from .errors import LmfixError
-from .fsutil import write_text, atomic_open
+from .fsutil import atomic_open, write_text
 from .vocab import EOS, UNK, Vocab, build_vocab
 
 KINDS = ("word", "sentencepiece")
@@ -77,19 +78,8 @@ def add_tokenizer_flags(group, defaults: TokenizerConfig = TokenizerConfig()) ->
             group.add_argument("--sp-model-type", choices=SP_MODEL_TYPES,
                                default=defaults.sp_model_type,
                                help="SentencePiece model type (default %(default)s)"),
-            group.add_argument("--sp-vocab-size", type=_vocab_size, default=defaults.sp_vocab_size,
+            group.add_argument("--sp-vocab-size", type=flags.sp_vocab_size, default=defaults.sp_vocab_size,
                                help="SentencePiece vocabulary size (default %(default)s)")]
-
-
-def _vocab_size(text: str) -> int:
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not an integer ≥ 1")
-    return value
 
 
 class WordTokenizer:

@@ -28,7 +28,9 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
 from .embedding_spec import resolve_embedding
-from .errors import LmfixError, first_line
+from .errors import Interrupted, LmfixError, first_line
+from .flags import check_train_config
+from .memory import check_fits, estimate_train_bytes
 from .metrics import bits_per_char, ppl, word_ppl
 from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
 from .provenance import git_commit, versions
@@ -142,7 +144,7 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
         hidden = model.init_hidden(source.size(1))
         for i in range(0, source.size(0) - 1, bptt):
             if interrupted is not None and interrupted():
-                raise _Stop(f"stopped by signal {interrupted()}")
+                raise _Stop(interrupted())
             x, y = get_batch(source, i, bptt)
             out, hidden = model(x, hidden)
             total += model.loss(out, y, reduction="sum").double()
@@ -151,10 +153,16 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
     return total / max(ntok, 1), int(ntok)
 
 
-def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, dict]:
+def build_model(cfg: TrainConfig, corpus: Corpus,
+                device: torch.device = torch.device("cpu")) -> tuple[LSTMLM, ModelConfig, dict]:
+    """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
                             corpus.tokenizer.identity())
     emsize = res.dim
+    check_fits(estimate_train_bytes(len(corpus.vocab), emsize, cfg.nhid, cfg.nlayers,
+                                    cfg.batch_size, cfg.bptt, res.mode, cfg.optimizer,
+                                    cfg.eval_batch_size, device_type=device.type, amp=cfg.amp),
+               device)
     mcfg = ModelConfig(vocab_size=len(corpus.vocab), emsize=emsize, nhid=cfg.nhid or emsize,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
                        cosine=cfg.cosine, scale_init=cfg.scale_init)
@@ -166,7 +174,8 @@ def build_model(cfg: TrainConfig, corpus: Corpus) -> tuple[LSTMLM, ModelConfig, 
 
 
 class _Stop(Exception):
-    """Raised inside the batch loop when a signal asks to stop."""
+    """Raised inside the batch loop when a signal asks to stop; its argument is the signal's
+    name."""
 
 
 @dataclass
@@ -211,6 +220,7 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
     out = Path(cfg.out)
     if resume:
         cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
+    check_train_config(cfg)  # the CLI checked its flags; a config made in Python is checked here
     device = pick_device(cfg.device)
     if cfg.amp:
         check_amp(device)
@@ -236,7 +246,7 @@ def _setup(cfg: TrainConfig, corpus: Corpus | None, device, d: Dist, command: st
     """Corpus, model, optimizer and data on the device; a fresh state or the checkpoint's."""
     corpus = corpus or load_corpus(cfg.data, TokenizerConfig.from_flags(cfg))
     random.seed(cfg.seed)
-    model, mcfg, info = build_model(cfg, corpus)
+    model, mcfg, info = build_model(cfg, corpus, device)
     model.to(device)
     if d.enabled:  # a different dropout stream per rank, as separate batch columns would get
         torch.manual_seed(cfg.seed + d.rank)
@@ -269,12 +279,13 @@ def _fit_or_mark(run: _Run, progress: bool) -> None:
     """:func:`fit`, with the run directory's status telling how it ended."""
     try:
         fit(run, progress)
-    except _Stop as why:
+    except _Stop as stop:
         _checkpoint(run)
+        why = f"stopped by {stop.args[0]} in epoch {run.state.epoch}"
         if run.main:
-            rundir.set_status(run.out, "interrupted", str(why))
-        raise LmfixError(f"{why}; checkpoint saved. Continue with: "
-                         f"lmfix train --resume {run.out}") from None
+            rundir.set_status(run.out, "interrupted", why)
+        raise Interrupted(f"{why}; checkpoint saved. Continue with: "
+                          f"lmfix train --resume {run.out}", stop.args[0]) from None
     except BaseException as e:
         if run.main:
             rundir.set_status(run.out, "failed", f"{type(e).__name__}: {e}")
@@ -398,7 +409,7 @@ def _stop_requested(run: _Run, batch: int, hidden, log: _IntervalLog) -> bool:
                                                                    run.device))
     if sig:
         _save_position(run, batch, hidden, log)
-        raise _Stop(f"stopped by signal {run.stop_flag() or 'on another process'}")
+        raise _Stop(run.stop_flag() or "SIGTERM")  # or a signal on another process
     if late:
         run.state.out_of_time = True  # validate what we have, then finish
     return late
@@ -506,10 +517,16 @@ def _restore(run: _Run) -> None:
 
 def _finish(run: _Run) -> dict:
     """Test the best model, write summary.json and mark the run finished."""
+    if not run.state.tokens_seen:  # a summary of no training would be a number from nothing
+        raise LmfixError(f"no training step ran (--max-minutes {run.cfg.max_minutes} ended the "
+                         "run before the first batch); nothing to report")
     with run.dist.meter.outside_steps():
         best = load_checkpoint(run.out / rundir.BEST, map_location=run.device)
         run.model.load_state_dict(best["model"])
         test_loss, test_ntok = evaluate(run.model, run.data["test"], run.cfg.bptt, run.dist)
+        if not (test_ntok and run.state.val_ntok):
+            raise LmfixError(f"evaluated {run.state.val_ntok} validation and {test_ntok} test "
+                             "tokens; perplexity needs at least one of each")
         summary = _summary(run, test_loss, test_ntok)
         if run.dist.enabled:  # evidence that DDP kept every replica identical
             checksum = sum(p.double().sum().item() for p in run.model.parameters())

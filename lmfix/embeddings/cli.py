@@ -14,6 +14,7 @@ import time
 
 from ..data import DATA_HELP, load_corpus
 from ..errors import LmfixError
+from ..flags import EMBEDDING_FLAG_TYPES as TYPES
 from ..tokenizer import TokenizerConfig, add_tokenizer_flags
 from .vectors import load_embeddings, nearest_neighbors, save_format
 
@@ -47,47 +48,48 @@ def register(subparsers) -> None:
     p.add_argument("--method", required=True, choices=METHODS,
                    help="word2vec (gensim CBOW/skip-gram), pmi (shifted PPMI + truncated SVD, "
                         "Levy & Goldberg 2014), random-orthogonal or hadamard (data-free bases)")
-    p.add_argument("--dim", type=int, required=True, help="vector dimension d")
+    p.add_argument("--dim", type=TYPES["dim"], required=True, help="vector dimension d")
     p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--out", required=True,
                    help="output file: .bin is word2vec binary, anything else word2vec text "
                         "(unless --format says otherwise); FILE.json gets the metadata")
     p.add_argument("--format", choices=("text", "binary"), default=None,
                    help="output format (default: binary for .bin, else text)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=TYPES["seed"], default=0,
                    help="random seed: SVD start vector, subsampling, word2vec init, bases "
                         "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_tokenizer_flags(p)
 
     g = p.add_argument_group("pmi and word2vec")
-    g.add_argument("--window", type=int, default=None,
+    g.add_argument("--window", type=TYPES["window"], default=None,
                    help="context window on each side (default 5)")
     g = p.add_argument_group("pmi (hyperwords names)")
     g.add_argument("--dyn", action=argparse.BooleanOptionalAction, default=None,
                    help="weight contexts by distance, (window - dist + 1) / window, the expected "
                         "weight of word2vec's dynamic window (default on)")
-    g.add_argument("--sub", type=float, default=None,
+    g.add_argument("--sub", type=TYPES["sub"], default=None,
                    help="subsampling threshold t: drop tokens of words with frequency f > t with "
                         "probability 1 - sqrt(t/f) (default 0: off)")
-    g.add_argument("--cds", type=float, default=None,
+    g.add_argument("--cds", type=TYPES["cds"], default=None,
                    help="context distribution smoothing: context counts raised to this power "
                         "(default 0.75)")
-    g.add_argument("--neg", type=float, default=None,
+    g.add_argument("--neg", type=TYPES["neg"], default=None,
                    help="PMI shift k: PPMI = max(PMI - log k, 0) (default 1: plain PPMI)")
-    g.add_argument("--eig", type=float, default=None,
+    g.add_argument("--eig", type=TYPES["eig"], default=None,
                    help="eigenvalue weighting p: vectors U * S^p (default 0.5; 0 = U alone)")
     g.add_argument("--w-plus-c", action="store_true", default=None,
                    help="add the context vectors V * S^p to the word vectors (default off)")
     g = p.add_argument_group("word2vec (gensim names)")
     g.add_argument("--sg", type=int, choices=(0, 1), default=None,
                    help="0 = CBOW, 1 = skip-gram (default 0)")
-    g.add_argument("--negative", type=int, default=None,
+    g.add_argument("--negative", type=TYPES["negative"], default=None,
                    help="negative samples per positive example (default 5)")
-    g.add_argument("--sample", type=float, default=None,
+    g.add_argument("--sample", type=TYPES["sample"], default=None,
                    help="down-sampling threshold for frequent words (default 1e-3; 0 = off)")
-    g.add_argument("--epochs", type=int, default=None, help="passes over the corpus (default 5)")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--epochs", type=TYPES["epochs"], default=None,
+                   help="passes over the corpus (default 5)")
+    g.add_argument("--workers", type=TYPES["workers"], default=None,
                    help="training threads (default min(4, CPUs); 1 makes runs reproducible)")
     p.set_defaults(func=_cmd_build_embeddings)
 
@@ -97,7 +99,7 @@ def register(subparsers) -> None:
                     "(word2vec text/binary, GloVe, fastText .vec, .npy + vocabulary).")
     p.add_argument("file", metavar="FILE", help="embedding file")
     p.add_argument("words", metavar="WORD", nargs="+", help="words to look up")
-    p.add_argument("-k", type=int, default=10, help="neighbours per word (default %(default)s)")
+    p.add_argument("-k", type=TYPES["k"], default=10, help="neighbours per word (default %(default)s)")
     p.set_defaults(func=_cmd_neighbors)
 
 
