@@ -15,9 +15,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from .data import DATA_HELP
+from .embedding_parts import FIX_SIDES
 from .embeddings.cli import register as register_embeddings
 from .errors import Interrupted, LmfixError
-from .flags import TRAIN_FLAG_TYPES
+from .inference_cli import register as register_inference
+from .flags import TRAIN_FLAG_TYPES, positive_int
+from .jobs import VariantsFailed
 from .model import DEFAULT_DIM
 from .report import write_report
 from .run import DEFAULT_VARIANTS, PRESETS, run
@@ -53,10 +56,26 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
         help="scaling of a fixed embedding before use: raw, unit rows, or divided by the mean "
              "row norm (default %(default)s)")
     add(g, "--cosine", action="store_true", default=d.cosine,
-        help="fixed only: cosine classifier, unit-norm rows and hidden state (the paper's "
-             "image form)")
+        help="fixed classifier only (--fix both or output): cosine classifier, unit-norm rows "
+             "and hidden state (the paper's image form)")
     add(g, "--scale-init", default=d.scale_init,
-        help="fixed only: initial learned logit scale (default 10 with --cosine, else 1)")
+        help="fixed classifier only: initial learned logit scale (default 10 with --cosine, "
+             "else 1)")
+    add(g, "--fix", choices=FIX_SIDES, default=d.fix,
+        help="with given vectors (a file, random-orthogonal, hadamard): which side keeps them "
+             "fixed. both (default): fixed tied embedding and classifier; input: fixed input "
+             "embedding, learned untied classifier starting from the vectors; output: fixed "
+             "classifier (learned scale and bias), learned input embedding starting from them; "
+             "none: a learned tied embedding starting from them. An error with learned, "
+             "learned-untied")
+    add(g, "--learn-top", default=d.learn_top, metavar="K",
+        help="fixed tied embedding: the rows of the K most frequent training words train "
+             "(starting from their fixed rows), the rest stay fixed: K x d more trainable "
+             "parameters (default 0: off)")
+    add(g, "--delta-rank", default=d.delta_rank, metavar="R",
+        help="fixed tied embedding: use W + A B, W the fixed vectors, A (V x R, starts at 0) and "
+             "B (R x d, small random start) trained: R (V + d) more trainable parameters "
+             "(default 0: off)")
     add(g, "--oov", choices=("error", "random", "zero"), default=d.oov,
         help="LM words missing from an embedding file: error (default), a random vector of "
              "the mean norm, or zeros")
@@ -81,6 +100,10 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
     add(g, "--amp", action="store_true", default=d.amp,
         help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; refused on CPUs "
              "without bfloat16 LSTM kernels)")
+    add(g, "--tf32", action="store_true", default=d.tf32,
+        help="CUDA only: let cuBLAS and cuDNN (the LSTM) use TF32 tensor cores for float32 "
+             "work; no effect on CPUs. Off by default: exact float32, the example's numbers "
+             "(a default to revisit once measured on a GPU: scripts/gpu_check.sh)")
     g = p.add_argument_group("budgets and logging")
     add(g, "--max-train-tokens", default=d.max_train_tokens,
         help="train on the first N tokens of the training split only")
@@ -133,10 +156,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if hasattr(args, f.name) and f.name not in ("data", "out", "embedding")}
     variants = args.variants.split(",") if args.variants else None
-    run_dirs = run(args.preset, Path(args.out), args.data, variants, overrides, force=args.force,
-                   progress=not args.quiet, command=args.command)
+    failed = None
+    try:
+        run_dirs = run(args.preset, Path(args.out), args.data, variants, overrides,
+                       force=args.force, progress=not args.quiet, command=args.command,
+                       jobs=args.jobs)
+    except VariantsFailed as e:  # --jobs: the others finished; report them, then exit 2
+        run_dirs, failed = e.run_dirs, e
     write_report(run_dirs, Path(args.out))
     print(f"report: {args.out}/report.md and {args.out}/index.html")
+    if failed is not None:
+        raise failed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default="learned",
                    help="learned (tied), learned-untied, random-orthogonal, hadamard, or an "
                         "embedding file (word2vec .txt/.bin, GloVe, fastText .vec, .npy + vocab) "
-                        "used fixed and tied (default %(default)s)")
+                        "used fixed and tied, or as --fix says (default %(default)s)")
     p.add_argument("--out", default=None,
                    help=f"run directory (default {TrainConfig.out})")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
@@ -170,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     register_embeddings(sub)
+    register_inference(sub)  # evaluate, generate
 
     p = sub.add_parser("run", help="the whole comparison: embeddings, every variant, report",
                        description="Build word2vec and PMI embeddings, train every variant and "
@@ -185,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedding file paths (default: the first five)")
     p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="variants trained at once, each in its own process (default "
+                        "%(default)s: one after another). CPU cores are divided between them; "
+                        "on CUDA they are spread over the visible GPUs. A variant that fails "
+                        "does not stop the others (the command then exits 2 naming it)")
     add_train_flags(p, TrainConfig(), only_given=True)
     p.set_defaults(func=cmd_run)
 

@@ -210,10 +210,12 @@ def load_corpus(spec: str | None = None, tokenizer: TokenizerConfig | None = Non
 # from one chunk to the next, so column j is one long sequence.
 
 
-def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
+def batchify(data: torch.Tensor, bsz: int, what: str = "the data") -> torch.Tensor:
+    """``what`` names the split in the error (two rows make one input/target window)."""
     nbatch = data.numel() // bsz
     if nbatch < 2:
-        raise LmfixError(f"{data.numel()} tokens are too few for a batch size of {bsz}")
+        raise LmfixError(f"{what}: {data.numel()} tokens are too few for a batch size of {bsz} "
+                         f"(one bptt window needs at least {2 * bsz})")
     return data[: nbatch * bsz].view(bsz, nbatch).t().contiguous()
 
 

@@ -1,4 +1,5 @@
-"""Turn an ``--embedding`` value into a model mode and, for fixed embeddings, its V×d matrix."""
+"""Turn an ``--embedding`` value into a model mode and, for fixed embeddings, its V×d matrix;
+check that ``--fix``, ``--learn-top`` and ``--delta-rank`` fit it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .embedding_parts import FIX_SIDES
 from .errors import LmfixError
 from .model import DEFAULT_DIM
 from .tokenizer import describe, same_tokenizer
@@ -53,6 +55,29 @@ def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, see
     source = str((emb.meta or {}).get("method") or "file")
     return ResolvedEmbedding("fixed", source, d, torch.from_numpy(np.asarray(matrix, np.float32)),
                              coverage)
+
+
+def check_embedding_options(spec: str, fix: str | None = None, learn_top: int = 0,
+                            delta_rank: int = 0, vocab_size: int | None = None) -> None:
+    """One :class:`LmfixError` if the options do not fit the ``--embedding`` value ``spec``:
+    ``--fix`` needs given vectors, ``--learn-top``/``--delta-rank`` a fixed tied table
+    (``--fix both``, the default), and ``--learn-top`` at most the vocabulary's words."""
+    if fix is not None and fix not in FIX_SIDES:
+        raise LmfixError(f"--fix {fix!r}: use one of {', '.join(FIX_SIDES)}")
+    learned = spec in LEARNED_SPECS
+    if fix is not None and learned:
+        raise LmfixError(f"--fix {fix} applies to given vectors (an embedding file, "
+                         f"random-orthogonal or hadamard), not to --embedding {spec}, whose "
+                         "tables are all learned; drop --fix")
+    parts = [f"--{name} {n}" for name, n in (("learn-top", learn_top), ("delta-rank", delta_rank))
+             if n]
+    if parts and (learned or fix not in (None, "both")):
+        has = f"--embedding {spec}" if learned else f"--fix {fix}"
+        raise LmfixError(f"{' and '.join(parts)} train(s) parts of a fixed tied embedding: they "
+                         f"need vectors used with --fix both (the default), not {has}")
+    if vocab_size is not None and learn_top > vocab_size:
+        raise LmfixError(f"--learn-top {learn_top} is more than the {vocab_size:,} words of the "
+                         "vocabulary")
 
 
 def _check_tokenizer(path: Path, built_with: dict | None, corpus_tok: dict | None) -> None:

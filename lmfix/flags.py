@@ -26,6 +26,8 @@ applies to a config built in Python, where argparse never runs.
                                             from the end: all but 5 tokens)
     max_minutes                   > 0       finite
     checkpoint_every              ≥ 0       finite minutes; 0 = at epoch ends only
+    learn_top, delta_rank         ≥ 0       0 = off; learn_top ≤ V is checked once the
+                                            vocabulary is known (lmfix.embedding_spec)
     sp_vocab_size                 [1, 2^31 − 1]  sentencepiece stores it as int32 and reports
                                             too small / too large for the corpus itself
 
@@ -166,16 +168,22 @@ finite_float = float_in(None, name="finite_float")
 seed = int_in(0, 2**32 - 1, name="seed")
 sp_vocab_size = int_in(1, 2**31 - 1, name="sp_vocab_size")
 fraction = float_in(0.0, 1.0, hi_open=True, name="fraction")
+# Values that become float32 tensors or optimizer scalars must fit a float32: torch refuses
+# a larger lr mid-step ("cannot be converted to type float without overflow").
+F32_MAX = 3.4028234663852886e38
+positive_f32 = float_in(0.0, F32_MAX, lo_open=True, name="positive_f32")
+nonneg_f32 = float_in(0.0, F32_MAX, name="nonneg_f32")
 
 TRAIN_FLAG_TYPES: dict[str, Range] = {
     "emsize": positive_int, "nhid": positive_int, "nlayers": positive_int,
-    "dropout": dropout, "scale_init": positive_finite_float, "sp_vocab_size": sp_vocab_size,
-    "lr": positive_finite_float, "clip": nonneg_finite_float, "epochs": positive_int,
+    "dropout": dropout, "scale_init": positive_f32, "sp_vocab_size": sp_vocab_size,
+    "lr": positive_f32, "clip": nonneg_f32, "epochs": positive_int,
     "batch_size": positive_int, "eval_batch_size": positive_int, "bptt": positive_int,
-    "weight_decay": nonneg_finite_float, "seed": seed,
+    "weight_decay": nonneg_f32, "seed": seed,
     "max_train_tokens": positive_int, "max_eval_tokens": positive_int,
     "max_minutes": positive_finite_float, "log_interval": positive_int,
     "checkpoint_every": nonneg_finite_float,
+    "learn_top": nonneg_int, "delta_rank": nonneg_int,
 }
 # TrainConfig fields whose None means "default / no limit" rather than a missing value.
 TRAIN_OPTIONAL = frozenset({"emsize", "nhid", "scale_init", "max_train_tokens",

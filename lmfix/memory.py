@@ -8,7 +8,8 @@ Python integers, nothing is allocated) and :func:`check_fits` turns "does not fi
 Parameter and buffer counts are exact (they mirror :class:`lmfix.model.LSTMLM`; the tests
 compare them with real models). The rest is an estimate of the training peak:
 
-- gradients: one per trainable parameter (the fixed embedding is a buffer: none);
+- gradients: one per trainable parameter (the fixed embedding is a buffer: none; its
+  trainable parts, ``--learn-top`` rows and the ``--delta-rank`` factors, have theirs);
 - optimizer state: SGD none (lmfix uses no momentum), Adam/AdamW two moments per parameter
   (``exp_avg``, ``exp_avg_sq``; the foreach step's temporaries are not counted);
 - activations kept for backward over one bptt window, roughly
@@ -18,9 +19,11 @@ compare them with real models). The rest is an estimate of the training peak:
 - loss: the fused loss (:mod:`lmfix.loss`) holds one chunk of ``default_chunk_rows`` × V
   logits (its gradient is computed in the same buffer, in place), the (bptt·batch) × d
   gradient of its input and, for a learned classifier, its V × d weight gradient (twice:
-  saved in forward, scaled into a copy in backward); with ``amp`` the plain form holds all
+  saved in forward, scaled into a copy in backward), also for a fixed table with trainable
+  parts, which then holds the combined V × d matrix too; with ``amp`` the plain form holds all
   bptt·batch × V logits (bfloat16, float32 log-softmax and its gradient);
-- fixed buffer: the V × emsize frozen embedding of ``fixed`` mode.
+- fixed buffer: the V × emsize frozen vectors of ``fixed`` mode (one buffer whichever side,
+  ``--fix``, uses them; none with ``--fix none``).
 
 Checkpoints loaded at resume and the embedding file's copies while the model is built are
 transient and not counted. Measured on CPU (V = 33,278, d = nhid = 400, batch 20, bptt 35;
@@ -36,6 +39,7 @@ import os
 
 import torch
 
+from .embedding_parts import Layout, layout
 from .errors import LmfixError
 from .loss import default_chunk_rows
 
@@ -50,41 +54,57 @@ _PART_NAMES = {"parameters": "parameters", "gradients": "gradients", "optimizer"
 
 
 def param_counts(vocab: int, emsize: int, nhid: int | None, nlayers: int,
-                 embedding_mode: str) -> dict[str, int]:
-    """Trainable parameters and fixed buffer elements of ``LSTMLM`` (as ``count_params``)."""
-    if embedding_mode not in MODES:
-        raise LmfixError(f"embedding mode must be one of {', '.join(MODES)}, "
-                         f"not {embedding_mode!r}")
+                 embedding_mode: str, fix: str | None = None, learn_top: int = 0,
+                 delta_rank: int = 0) -> dict[str, int]:
+    """Trainable parameters and fixed buffer elements of ``LSTMLM`` (as ``count_params``).
+
+    ``fix``, ``learn_top`` and ``delta_rank`` as in :class:`lmfix.model.ModelConfig`; the
+    bases each side has come from :func:`lmfix.embedding_parts.layout`.
+    """
+    lay = _layout(embedding_mode, fix)
     V, d, h = vocab, emsize, nhid or emsize
     # nn.LSTM layer l: weight_ih 4h × in_l (in_0 = d, else h), weight_hh 4h × h, bias_ih and
     # bias_hh 4h each. Closed form, so an absurd --nlayers costs no loop.
     lstm = 4 * h * (d + h + 2) + (nlayers - 1) * 4 * h * (2 * h + 2) if nlayers > 0 else 0
-    untied = embedding_mode == "learned-untied"
-    out_dim = h if untied else d
+    out_dim = _out_dim(embedding_mode, d, h)
     proj = h * d + d if out_dim != h else 0  # nn.Linear(nhid, emsize) when tying needs it
     trainable = lstm + proj + V  # + the output bias
-    fixed = 0
-    if embedding_mode == "learned":
-        trainable += V * d  # one tied matrix
-    elif untied:
-        trainable += V * d + V * h  # encoder and decoder
-    else:
-        trainable += 1  # the learned logit scale
-        fixed = V * d
+    trainable += V * d if lay.input == "learned" else 0  # encoder
+    trainable += V * out_dim if lay.output == "learned" else 0  # untied decoder
+    trainable += 1 if lay.output_base == "fixed" else 0  # the learned logit scale
+    trainable += learn_top * d + delta_rank * (V + d)  # the fixed table's trainable parts
+    fixed = V * d if lay.has_fixed else 0  # one buffer, however many sides use it
     return {"trainable": trainable, "fixed": fixed}
+
+
+def _layout(embedding_mode: str, fix: str | None) -> Layout:
+    if embedding_mode not in MODES:
+        raise LmfixError(f"embedding mode must be one of {', '.join(MODES)}, "
+                         f"not {embedding_mode!r}")
+    try:
+        return layout(embedding_mode, fix)
+    except ValueError as e:
+        raise LmfixError(str(e)) from None
+
+
+def _out_dim(embedding_mode: str, d: int, h: int) -> int:
+    """Row size of the classifier: nhid for a learned untied one, else the embedding's d."""
+    return h if embedding_mode == "learned-untied" else d
 
 
 def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int,
                          batch_size: int, bptt: int, embedding_mode: str, optimizer: str,
                          eval_batch_size: int = 10, dtype_bytes: int = 4,
-                         device_type: str = "cpu", amp: bool = False) -> dict[str, int]:
+                         device_type: str = "cpu", amp: bool = False, fix: str | None = None,
+                         learn_top: int = 0, delta_rank: int = 0) -> dict[str, int]:
     """Bytes of each part of a training run's peak (see the module docstring), and ``total``."""
     V, d, h = vocab, emsize, nhid or emsize
-    counts = param_counts(V, d, h, nlayers, embedding_mode)
+    counts = param_counts(V, d, h, nlayers, embedding_mode, fix, learn_top, delta_rank)
+    lay = _layout(embedding_mode, fix)
     params = counts["trainable"] * dtype_bytes
     if optimizer not in ("sgd", "adam", "adamw"):
         raise LmfixError(f"--optimizer {optimizer!r}: use sgd, adam or adamw")
-    out_dim = h if embedding_mode == "learned-untied" else d
+    out_dim = _out_dim(embedding_mode, d, h)
     proj = d if out_dim != h else 0
     rows = bptt * batch_size
     activations = rows * (_LSTM_FLOATS_PER_UNIT * nlayers * h + 2 * d + 2 * h + proj) * dtype_bytes
@@ -95,10 +115,15 @@ def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int
         device = torch.device(device_type)
         logits = max(min(default_chunk_rows(n, V, dtype, device), n) * V * dtype_bytes
                      for n in (rows, bptt * eval_batch_size))
-    # A learned classifier's V × d gradient is saved by the loss's forward, and backward
-    # returns a copy scaled by the incoming gradient: two at once (fixed: none).
-    weight_grad = 2 * V * out_dim * dtype_bytes if embedding_mode != "fixed" else 0
-    loss = logits + weight_grad + rows * (out_dim + 1) * dtype_bytes
+    # A trainable classifier's V × d gradient is saved by the loss's forward, and backward
+    # returns a copy scaled by the incoming gradient: two at once (a bare fixed one: none).
+    # A fixed table with trainable parts is trainable as a whole: the same two, plus the
+    # combined V × d matrix itself, built for each forward.
+    has_parts = bool(learn_top or delta_rank)
+    trainable_out = lay.output_base == "learned" or has_parts
+    weight_grad = 2 * V * out_dim * dtype_bytes if trainable_out else 0
+    combined = V * d * dtype_bytes if has_parts else 0
+    loss = logits + weight_grad + combined + rows * (out_dim + 1) * dtype_bytes
     parts = {"parameters": params, "gradients": params,
              "optimizer": 0 if optimizer == "sgd" else 2 * params,
              "activations": activations, "loss": loss,

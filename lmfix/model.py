@@ -1,4 +1,4 @@
-"""The LSTM language model: learned (tied or untied) or fixed word embeddings.
+"""The LSTM language model: learned (tied or untied) or fixed word embeddings, or any split.
 
 Imports nothing from training. The embedding modes follow Hoffer, Hubara & Soudry (ICLR 2018):
 
@@ -9,7 +9,19 @@ Imports nothing from training. The embedding modes follow Hoffer, Hubara & Soudr
   *buffer*, so it never enters the optimizer, never gets a gradient and costs no gradient
   memory. The classifier is fixed "up to a global scale": a learned scalar multiplies the
   logits (the paper's temperature), and a learned bias is added. ``cosine=True`` adds the
-  paper's image-classifier form: unit-norm rows and a unit-norm hidden state.
+  paper's image-classifier form: unit-norm rows and a unit-norm hidden state (it applies to a
+  fixed classifier only; with a learned one ``cosine`` does nothing).
+
+With given vectors, ``fix`` chooses which side keeps them frozen (``both``, ``input``,
+``output``, ``none``; the other side learns, starting from the same vectors), and a fixed tied
+table can get trainable parts: ``learn_top`` rows of the most frequent words, or a rank
+``delta_rank`` correction. Both sides are :class:`~lmfix.embedding_parts.EmbeddingTable` s
+built from those parts; :mod:`lmfix.embedding_parts` has the table of layouts.
+
+Tensor names (and so checkpoint keys) are those of the three original modes: ``encoder.weight``
+(a learned input embedding), ``decoder_weight`` (a learned untied classifier), ``fixed_weight``
+(the fixed vectors, a buffer), ``scale``, ``bias``; the parts add ``top_rows.ids``,
+``top_rows.weight``, ``delta.A`` and ``delta.B``.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embedding_parts import EmbeddingTable, Layout, LowRankDelta, TopRows, layout
 from .loss import linear_cross_entropy
 
 EMBEDDING_MODES = ("learned", "learned-untied", "fixed")
@@ -33,61 +46,115 @@ class ModelConfig:
     nhid: int = DEFAULT_DIM
     nlayers: int = 2
     dropout: float = 0.2
-    embedding: str = "learned"  # one of EMBEDDING_MODES
+    embedding: str = "learned"  # one of EMBEDDING_MODES; "fixed": built from given vectors
     cosine: bool = False
-    # Initial value of the learned logit scale (fixed mode). The paper's fixed_proj.py starts
-    # the cosine form at 10; for unnormalized vectors 1 keeps the initial logits unchanged.
+    # Initial value of the learned logit scale (fixed classifier). The paper's fixed_proj.py
+    # starts the cosine form at 10; for unnormalized vectors 1 keeps the initial logits unchanged.
     scale_init: float | None = None
+    fix: str | None = None  # fixed only: both (None) | input | output | none
+    learn_top: int = 0  # fixed tied only: trainable rows of the most frequent words
+    delta_rank: int = 0  # fixed tied only: rank of the trainable correction A·B
 
     def resolved_scale_init(self) -> float:
         if self.scale_init is not None:
             return self.scale_init
         return 10.0 if self.cosine else 1.0
 
+    @property
+    def layout(self) -> Layout:
+        return layout(self.embedding, self.fix)
+
 
 class LSTMLM(nn.Module):
-    def __init__(self, cfg: ModelConfig, fixed_weight: torch.Tensor | None = None):
+    def __init__(self, cfg: ModelConfig, fixed_weight: torch.Tensor | None = None,
+                 top_ids: torch.Tensor | None = None):
+        """``fixed_weight``: the V×d vectors (mode ``fixed`` only); ``top_ids``: the
+        ``learn_top`` word ids whose rows train (most frequent first)."""
         super().__init__()
         if cfg.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, not {cfg.embedding!r}")
+        lay = cfg.layout  # ValueError for fix with a learned mode
         if (cfg.embedding == "fixed") != (fixed_weight is not None):
             raise ValueError("a fixed_weight is required for, and only for, embedding='fixed'")
+        if (cfg.learn_top or cfg.delta_rank) and not (lay.tied and lay.input == "fixed"):
+            raise ValueError("learn_top and delta_rank need a fixed tied embedding (fix both)")
+        if (top_ids is None) != (not cfg.learn_top):
+            raise ValueError("top_ids are required for, and only for, learn_top > 0")
         V, d = cfg.vocab_size, cfg.emsize
-        self.cfg = cfg
+        self.cfg, self.layout = cfg, lay
+        # The cosine form is the fixed classifier's; with a learned one it does nothing.
+        self.cosine = cfg.cosine and lay.output_base == "fixed"
         self.drop = nn.Dropout(cfg.dropout)
         self.rnn = nn.LSTM(d, cfg.nhid, cfg.nlayers, dropout=cfg.dropout if cfg.nlayers > 1 else 0)
+        # Built in the order of the original three modes, so that they draw the same random
+        # numbers in the same order as before (their results stay bit for bit the same).
         self.scale = None
-        if cfg.embedding == "fixed":
+        vectors = None
+        if fixed_weight is not None:
             if tuple(fixed_weight.shape) != (V, d):
                 raise ValueError(f"fixed weight is {tuple(fixed_weight.shape)}, expected {(V, d)}")
-            w = fixed_weight.detach().float().clone()
-            if cfg.cosine:
-                w = F.normalize(w, dim=1)
-            self.register_buffer("fixed_weight", w)
+            vectors = fixed_weight.detach().float().clone()
+            if self.cosine:
+                vectors = F.normalize(vectors, dim=1)
+        if lay.has_fixed:
+            self.register_buffer("fixed_weight", vectors)
+        if lay.output_base == "fixed":
             self.scale = nn.Parameter(torch.tensor(float(cfg.resolved_scale_init())))
-        else:
+        if lay.input == "learned":
             self.encoder = nn.Embedding(V, d)
             nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        if cfg.embedding == "learned-untied":
-            # Untied, the classifier reads the LSTM output directly, as in the example.
-            self.decoder_weight = nn.Parameter(torch.empty(V, cfg.nhid).uniform_(-0.1, 0.1))
-        out_dim = cfg.nhid if cfg.embedding == "learned-untied" else d
-        # Tying needs the classifier input to have the embedding size: project when nhid != d.
-        self.proj = nn.Linear(cfg.nhid, d) if out_dim != cfg.nhid else None
+            if vectors is not None:  # after the uniform init, which keeps the RNG in step
+                with torch.no_grad():
+                    self.encoder.weight.copy_(vectors)
+        out_dim = d
+        if lay.output == "learned":
+            if vectors is None:  # untied, the classifier reads the LSTM output directly
+                out_dim = cfg.nhid
+                self.decoder_weight = nn.Parameter(torch.empty(V, out_dim).uniform_(-0.1, 0.1))
+            else:
+                self.decoder_weight = nn.Parameter(vectors.clone())
+        # The classifier needs input of its row size: project when nhid differs.
+        self.proj = nn.Linear(cfg.nhid, out_dim) if out_dim != cfg.nhid else None
         self.bias = nn.Parameter(torch.zeros(V))
+        self.delta = LowRankDelta(V, d, cfg.delta_rank) if cfg.delta_rank else None
+        self.top_rows = None
+        if cfg.learn_top:
+            top_ids = torch.as_tensor(top_ids, dtype=torch.long)
+            if top_ids.numel() != cfg.learn_top:
+                raise ValueError(f"{top_ids.numel()} top_ids for learn_top {cfg.learn_top}")
+            self.top_rows = TopRows(top_ids, vectors[top_ids], V)
+
+    # --- the two tables -------------------------------------------------------------------
+
+    def _parts(self) -> list[nn.Module]:
+        # The correction first, then the trained rows replace theirs whole.
+        return [p for p in (self.delta, self.top_rows) if p is not None]
+
+    def _table(self, base: str, learned: torch.Tensor) -> EmbeddingTable:
+        if base == "fixed":
+            return EmbeddingTable(self.fixed_weight, self._parts())
+        return EmbeddingTable(learned)
+
+    @property
+    def input_table(self) -> EmbeddingTable:
+        return self._table(self.layout.input, self.encoder.weight
+                           if self.layout.input == "learned" else None)
+
+    @property
+    def output_table(self) -> EmbeddingTable:
+        if self.layout.tied:
+            return self.input_table
+        return self._table(self.layout.output, self.decoder_weight
+                           if self.layout.output == "learned" else None)
 
     @property
     def output_weight(self) -> torch.Tensor:
-        if self.cfg.embedding == "fixed":
-            return self.fixed_weight
-        if self.cfg.embedding == "learned-untied":
-            return self.decoder_weight
-        return self.encoder.weight
+        return self.output_table.weight()
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.cfg.embedding == "fixed":
-            return F.embedding(tokens, self.fixed_weight)
-        return self.encoder(tokens)
+        return self.input_table.embed(tokens)
+
+    # --- the model ------------------------------------------------------------------------
 
     def init_hidden(self, bsz: int) -> tuple[torch.Tensor, torch.Tensor]:
         p = next(self.parameters())
@@ -101,7 +168,7 @@ class LSTMLM(nn.Module):
         out = self.drop(out).reshape(-1, out.size(-1))
         if self.proj is not None:
             out = self.proj(out)
-        if self.cfg.cosine and self.cfg.embedding == "fixed":
+        if self.cosine:
             out = F.normalize(out, dim=-1)
         return out, hidden
 
@@ -139,15 +206,20 @@ def normalize_vectors(matrix: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def count_params(model: LSTMLM) -> dict[str, int]:
-    """Trainable parameters (tied weights counted once) and fixed buffers the model needs."""
+    """Parameter counts, each tensor counted once (so a tied matrix once, not twice).
+
+    ``trainable``: elements of parameters the optimizer updates; ``fixed``: frozen parameters
+    and floating-point buffers (the fixed vectors; integer buffers such as ``top_rows.ids``
+    are indices, not weights); ``total`` their sum. ``embedding_trainable`` /
+    ``embedding_fixed`` split the same way what the input and output tables are made of
+    (bases and parts; not the logit scale, bias, LSTM or projection).
+    """
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    fixed = frozen + sum(b.numel() for b in model.buffers())
-    emb_trainable = 0
-    if model.cfg.embedding == "learned":
-        emb_trainable = model.encoder.weight.numel()
-    elif model.cfg.embedding == "learned-untied":
-        emb_trainable = model.encoder.weight.numel() + model.decoder_weight.numel()
+    fixed = frozen + sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    tables = {id(t): t for table in (model.input_table, model.output_table)
+              for t in table.tensors()}.values()
+    emb_trainable = sum(t.numel() for t in tables if t.requires_grad)
+    emb_fixed = sum(t.numel() for t in tables if not t.requires_grad)
     return {"trainable": trainable, "fixed": fixed, "total": trainable + fixed,
-            "embedding_trainable": emb_trainable,
-            "embedding_fixed": model.fixed_weight.numel() if model.cfg.embedding == "fixed" else 0}
+            "embedding_trainable": emb_trainable, "embedding_fixed": emb_fixed}

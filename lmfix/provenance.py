@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 
 def versions(*packages: str) -> dict:

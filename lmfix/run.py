@@ -4,6 +4,7 @@ the report with :mod:`lmfix.report`).
     OUT/
       embeddings/   word2vec-d200.bin, pmi-d200.bin (+ .json sidecars), reused when settings match
       runs/NAME/    one run directory per variant (see lmfix.rundir)
+      logs/NAME.log what each variant's worker printed (``--jobs`` > 1 only; see lmfix.jobs)
       run.json      the preset, variants and settings of the last ``lmfix run``
 
 A variant whose run is finished is not trained again; one that was interrupted or crashed is
@@ -19,6 +20,7 @@ from pathlib import Path
 from . import rundir
 from .data import Corpus, load_corpus
 from .errors import LmfixError
+from .flags import positive_int
 from .fsutil import read_json, write_json
 from .model import DEFAULT_DIM
 from .tokenizer import TokenizerConfig, same_tokenizer
@@ -26,6 +28,9 @@ from .train import TrainConfig, train
 
 DEFAULT_VARIANTS = ("learned", "learned-untied", "word2vec", "pmi", "random-orthogonal")
 BUILT_METHODS = ("word2vec", "pmi")  # variants whose embedding this command builds
+# Their settings: the methods' defaults, but word2vec on one thread, since gensim's threads
+# make it irreproducible and a report's numbers must come out the same on a rerun.
+BUILD_PARAMS = {"word2vec": {"workers": 1}, "pmi": {}}
 
 
 @dataclass
@@ -83,8 +88,9 @@ def train_command(cfg: TrainConfig) -> str:
 
 def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: Path,
                      force: bool, progress: bool = False) -> Path:
-    """Build (or reuse) the method's embedding with its default settings at dimension ``dim``."""
-    from .embeddings.build import build_and_save  # scipy and gensim load only when building
+    """Build (or reuse) the method's embedding with BUILD_PARAMS at dimension ``dim``."""
+    params = BUILD_PARAMS[method]
+    from .embeddings.build import build_and_save, make_config  # scipy, gensim: only here
     from .embeddings.vectors import sidecar_path
     tok = corpus.tokenizer
     path = out_dir / (f"{method}-d{dim}.bin" if tok.kind == "word" else
@@ -94,22 +100,30 @@ def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: 
         meta = read_json(sidecar)
         same = (meta.get("corpus", {}).get("sha256") == corpus.train_sha256
                 and meta.get("dim") == dim and meta.get("seed") == seed
+                and meta.get("params") == asdict(make_config(method, params))
                 and same_tokenizer(meta.get("tokenizer"), tok.identity()))
         if same:
             print(f"reusing {path}")
             return path
     t0 = time.perf_counter()
-    build_and_save(method, corpus, dim, path, seed=seed, progress=progress)
+    build_and_save(method, corpus, dim, path, params, seed=seed, progress=progress)
     print(f"built {path} in {time.perf_counter() - t0:.1f} s")
     return path
 
 
 def run(preset: str, out: Path, data: str | None, variants: list[str] | None = None,
         overrides: dict | None = None, force: bool = False, progress: bool = True,
-        command: str = "") -> list[Path]:
-    """Build the embeddings and train every variant; returns the run directories, in order."""
+        command: str = "", jobs: int = 1) -> list[Path]:
+    """Build the embeddings and train every variant; returns the run directories, in order.
+
+    ``jobs`` > 1 trains that many variants at once, each in a worker process (lmfix.jobs);
+    a variant that fails there does not stop the others, and :class:`lmfix.jobs.VariantsFailed`
+    (carrying the run directories) is raised once all have ended.
+    """
     if preset not in PRESETS:
         raise LmfixError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if positive_int.error(jobs):
+        raise LmfixError(f"--jobs: {positive_int.error(jobs)}")
     variants = list(variants or DEFAULT_VARIANTS)
     for v in variants:  # catch a typo before anything is built or trained
         variant_spec(v, {m: Path() for m in BUILT_METHODS})
@@ -123,33 +137,55 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
     dim = base.emsize or DEFAULT_DIM
     files = {m: ensure_embedding(m, corpus, dim, base.seed, out / "embeddings", force, progress)
              for m in BUILT_METHODS if m in variants}
-    run_dirs = []
     label = corpus.tokenizer.label
+    cfgs = []
     for v in variants:
         name, spec = variant_spec(v, files)
         name = name if label == "word" else f"{name}-{label}"  # distinct beside word-level runs
-        cfg = replace(base, embedding=spec, out=str(out / "runs" / name))
-        run_dirs.append(Path(cfg.out))
-        _train_variant(cfg, corpus, force, progress)
+        cfgs.append(replace(base, embedding=spec, out=str(out / "runs" / name)))
+    run_dirs = [Path(cfg.out) for cfg in cfgs]
+    failed = {}
+    if jobs == 1:
+        for cfg in cfgs:
+            _train_variant(cfg, corpus, force, progress)
+    else:
+        from .jobs import train_parallel
+        failed = train_parallel(cfgs, out, force, jobs)
     write_json(out / "run.json", {"preset": preset, "command": command, "variants": variants,
                                   "base": asdict(base)})
+    if failed:
+        from .jobs import VariantsFailed
+        raise VariantsFailed(run_dirs, failed, out)
     return run_dirs
 
 
-def _train_variant(cfg: TrainConfig, corpus: Corpus, force: bool, progress: bool) -> None:
+def plan_variant(cfg: TrainConfig, force: bool) -> str:
+    """What a variant's run directory needs: "kept" (finished), "resume" (a checkpoint of an
+    unfinished run) or "fresh"; a run there with other settings is refused unless ``force``."""
     out = Path(cfg.out)
     status = rundir.read_status(out).get("status")
-    if status and not force:
-        prev = rundir.load_config(out)["train"]
-        if {**prev, "data": None} != {**asdict(cfg), "data": None}:
-            raise LmfixError(f"{out} holds a run with other settings; pass --force to redo it or "
-                             "choose another --out")
-        if status == "finished":
-            print(f"{out.name}: finished already, kept")
-            return
-        if (out / rundir.LAST).is_file():
-            print(f"{out.name}: {status}, resuming from its last checkpoint")
-            train(cfg, command=train_command(cfg), corpus=corpus, resume=True, progress=progress)
-            return
+    if not status or force or not (out / "config.json").is_file():
+        return "fresh"  # (a worker that failed before training records status, no config)
+    # a field added to TrainConfig since the run was made counts as its default
+    prev = {**asdict(TrainConfig()), **rundir.load_config(out)["train"]}
+    if {**prev, "data": None} != {**asdict(cfg), "data": None}:
+        raise LmfixError(f"{out} holds a run with other settings; pass --force to redo it or "
+                         "choose another --out")
+    if status == "finished":
+        return "kept"
+    return "resume" if (out / rundir.LAST).is_file() else "fresh"
+
+
+def _train_variant(cfg: TrainConfig, corpus: Corpus | None, force: bool, progress: bool) -> None:
+    out = Path(cfg.out)
+    action = plan_variant(cfg, force)
+    if action == "kept":
+        print(f"{out.name}: finished already, kept")
+        return
+    if action == "resume":
+        status = rundir.read_status(out).get("status")
+        print(f"{out.name}: {status}, resuming from its last checkpoint")
+        train(cfg, command=train_command(cfg), corpus=corpus, resume=True, progress=progress)
+        return
     print(f"== {out.name}: training ({cfg.embedding})")
     train(cfg, command=train_command(cfg), corpus=corpus, force=True, progress=progress)

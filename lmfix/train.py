@@ -27,7 +27,8 @@ from . import distributed, rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
-from .embedding_spec import resolve_embedding
+from .embedding_parts import top_ids
+from .embedding_spec import check_embedding_options, resolve_embedding
 from .errors import Interrupted, LmfixError, first_line
 from .flags import check_train_config
 from .memory import check_fits, estimate_train_bytes
@@ -64,8 +65,12 @@ class TrainConfig:
     embedding_norm: str = "unit"  # measured best: scripts/ablate_fixed_scaling.sh, README
     cosine: bool = False
     scale_init: float | None = None
+    fix: str | None = None  # given vectors: the side kept fixed, None = both (embedding_parts)
+    learn_top: int = 0  # fixed tied: the rows of the K most frequent training words train
+    delta_rank: int = 0  # fixed tied: rank R of a trainable correction, W + A·B
     oov: str = "error"
     amp: bool = False  # bfloat16 autocast (meant for CUDA GPUs)
+    tf32: bool = False  # CUDA: TF32 tensor cores in cuBLAS and cuDNN (off: exact float32)
     tokenizer: str = _TOK.kind  # word | sentencepiece (lmfix.tokenizer)
     sp_model_type: str = _TOK.sp_model_type
     sp_vocab_size: int = _TOK.sp_vocab_size
@@ -115,6 +120,14 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
 
 
+def set_tf32(device: torch.device, on: bool) -> None:
+    """On CUDA, allow TF32 (``--tf32``) or not in both cuBLAS and cuDNN. Both are set either
+    way: PyTorch's own default allows TF32 in cuDNN, which runs the LSTM. No effect on CPUs."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 def check_amp(device: torch.device) -> None:
     """bfloat16 LSTMs need CPU support (oneDNN kernels: AVX-512 BF16/AMX); fail up front
     with one clear line instead of a oneDNN traceback at the first step."""
@@ -158,17 +171,23 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
     """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
                             corpus.tokenizer.identity())
-    emsize = res.dim
-    check_fits(estimate_train_bytes(len(corpus.vocab), emsize, cfg.nhid, cfg.nlayers,
+    emsize, V = res.dim, len(corpus.vocab)
+    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V)
+    fix = (cfg.fix or "both") if res.mode == "fixed" else None
+    check_fits(estimate_train_bytes(V, emsize, cfg.nhid, cfg.nlayers,
                                     cfg.batch_size, cfg.bptt, res.mode, cfg.optimizer,
-                                    cfg.eval_batch_size, device_type=device.type, amp=cfg.amp),
+                                    cfg.eval_batch_size, device_type=device.type, amp=cfg.amp,
+                                    fix=fix, learn_top=cfg.learn_top, delta_rank=cfg.delta_rank),
                device)
-    mcfg = ModelConfig(vocab_size=len(corpus.vocab), emsize=emsize, nhid=cfg.nhid or emsize,
+    mcfg = ModelConfig(vocab_size=V, emsize=emsize, nhid=cfg.nhid or emsize,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
-                       cosine=cfg.cosine, scale_init=cfg.scale_init)
+                       cosine=cfg.cosine, scale_init=cfg.scale_init, fix=fix,
+                       learn_top=cfg.learn_top, delta_rank=cfg.delta_rank)
     fixed = normalize_vectors(res.matrix, cfg.embedding_norm) if res.matrix is not None else None
+    # --learn-top: the most frequent words of the whole training split
+    top = top_ids(corpus.train, V, cfg.learn_top) if cfg.learn_top else None
     torch.manual_seed(cfg.seed)
-    model = LSTMLM(mcfg, fixed)
+    model = LSTMLM(mcfg, fixed, top)
     info = {"embedding_source": res.source, "coverage": res.coverage}
     return model, mcfg, info
 
@@ -221,9 +240,11 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
     if resume:
         cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
     check_train_config(cfg)  # the CLI checked its flags; a config made in Python is checked here
+    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank)
     device = pick_device(cfg.device)
     if cfg.amp:
         check_amp(device)
+    set_tf32(device, cfg.tf32)
     d = distributed.setup(device)
     ok = False
     try:
@@ -256,9 +277,10 @@ def _setup(cfg: TrainConfig, corpus: Corpus | None, device, d: Dist, command: st
     train_ids = corpus.train[: cfg.max_train_tokens] if cfg.max_train_tokens else corpus.train
     evals = {s: corpus.split(s)[: cfg.max_eval_tokens] if cfg.max_eval_tokens else corpus.split(s)
              for s in ("valid", "test")}
-    data = {"train": distributed.shard_columns(batchify(train_ids, cfg.batch_size), d),
-            "valid": batchify(evals["valid"], cfg.eval_batch_size),
-            "test": batchify(evals["test"], cfg.eval_batch_size)}
+    data = {"train": distributed.shard_columns(
+                batchify(train_ids, cfg.batch_size, "training split (--batch-size)"), d),
+            **{s: batchify(evals[s], cfg.eval_batch_size, f"{s} split (--eval-batch-size)")
+               for s in ("valid", "test")}}
     run = _Run(cfg, corpus, model, mcfg, info, net, opt,
                {k: v.to(device) for k, v in data.items()}, TrainState(lr=cfg.lr), device, d,
                command=command)
@@ -466,7 +488,7 @@ def _validate(run: _Run) -> tuple[float, float]:
         val_loss, state.val_ntok = evaluate(run.model, run.data["valid"], run.cfg.bptt, d,
                                             interrupted)
         train_sum = distributed.all_reduce_sum([state.epoch_loss], d, run.device)[0]
-    if not math.isfinite(val_loss):
+    if not math.isfinite(ppl(val_loss)):
         raise LmfixError(f"validation loss became {val_loss} in epoch {state.epoch}; "
                          f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
     return val_loss, train_sum / d.world_size / max(state.epoch_batches, 1)
@@ -527,6 +549,9 @@ def _finish(run: _Run) -> dict:
         if not (test_ntok and run.state.val_ntok):
             raise LmfixError(f"evaluated {run.state.val_ntok} validation and {test_ntok} test "
                              "tokens; perplexity needs at least one of each")
+        if not math.isfinite(ppl(test_loss)):
+            raise LmfixError(f"test loss of the best model is {test_loss} (perplexity overflows); "
+                             "the run diverged (try a lower --lr)")
         summary = _summary(run, test_loss, test_ntok)
         if run.dist.enabled:  # evidence that DDP kept every replica identical
             checksum = sum(p.double().sum().item() for p in run.model.parameters())
@@ -559,14 +584,17 @@ def _word_level(corpus: Corpus, losses: dict[str, float], data: dict[str, torch.
 
 def _summary(run: _Run, test_loss: float, test_ntok: int) -> dict:
     cfg, state, model, mcfg = run.cfg, run.state, run.model, run.mcfg
-    fixed = mcfg.embedding == "fixed"
+    params = count_params(model)
     losses = {"valid": state.best_val, "test": test_loss}
     return {
         "name": run.out.name, "embedding": cfg.embedding,
         "embedding_source": run.info["embedding_source"],
-        "tied": mcfg.embedding != "learned-untied", "fixed": fixed, "emsize": mcfg.emsize,
+        # fixed: some part of the embedding is (--fix input/output keep one side fixed)
+        "tied": model.layout.tied, "fixed": params["embedding_fixed"] > 0,
+        "fix": mcfg.fix, "learn_top": mcfg.learn_top, "delta_rank": mcfg.delta_rank,
+        "emsize": mcfg.emsize,
         "nhid": mcfg.nhid, "nlayers": mcfg.nlayers, "vocab_size": mcfg.vocab_size,
-        "params": count_params(model),
+        "params": params,
         "val_loss": state.best_val, "val_ppl": ppl(state.best_val),
         "test_loss": test_loss, "test_ppl": ppl(test_loss),
         **_word_level(run.corpus, losses, run.data),
@@ -579,7 +607,7 @@ def _summary(run: _Run, test_loss: float, test_ntok: int) -> dict:
         # the arithmetic (every trainable parameter's gradient, once) beside the measurement
         "grad_bytes_per_step_formula": distributed.grad_bytes_per_step(model),
         **run.dist.meter.summary(),
-        "final_scale": model.scale.item() if fixed else None,
+        "final_scale": model.scale.item() if model.scale is not None else None,
         "eval_tokens": {"valid": state.val_ntok, "test": test_ntok},
         "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,
         "coverage": run.info["coverage"], "corpus": _corpus_info(run.corpus),

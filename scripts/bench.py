@@ -59,11 +59,23 @@ class ReferenceLM(nn.Module):
         return F.log_softmax(decoded, dim=1), hidden
 
 
-def reference_step(model, x, y, hidden, lr=20.0, clip=0.25):
+def _autocast(x, amp: bool):
+    """bfloat16 autocast around forward + loss, as lmfix.train does with --amp."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def _sync(device) -> None:
+    """Wait for queued GPU work, so a clock read after it counts the work, not the launches."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_step(model, x, y, hidden, lr=20.0, clip=0.25, amp=False):
     hidden = tuple(h.detach() for h in hidden)
     model.zero_grad()
-    out, hidden = model(x, hidden)
-    loss = F.nll_loss(out, y)
+    with _autocast(x, amp):
+        out, hidden = model(x, hidden)
+        loss = F.nll_loss(out, y)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     for p in model.parameters():
@@ -71,28 +83,32 @@ def reference_step(model, x, y, hidden, lr=20.0, clip=0.25):
     return hidden
 
 
-def lmfix_step(model, opt, params, x, y, hidden, clip=0.25):
+def lmfix_step(model, opt, params, x, y, hidden, clip=0.25, amp=False):
     """Exactly what lmfix.train's loop does per batch."""
     hidden = tuple(h.detach() for h in hidden)
     opt.zero_grad(set_to_none=True)
-    out, hidden = model(x, hidden)
-    model.loss(out, y).backward()
+    with _autocast(x, amp):
+        out, hidden = model(x, hidden)
+        loss = model.loss(out, y)
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return hidden
 
 
 @torch.no_grad()
-def reference_eval(model, x, y, hidden):
-    out, hidden = model(x, hidden)
-    F.nll_loss(out, y, reduction="sum")
+def reference_eval(model, x, y, hidden, amp=False):
+    with _autocast(x, amp):
+        out, hidden = model(x, hidden)
+        F.nll_loss(out, y, reduction="sum")
     return hidden
 
 
 @torch.no_grad()
-def lmfix_eval(model, x, y, hidden):
-    out, hidden = model(x, hidden)
-    model.loss(out, y, reduction="sum")
+def lmfix_eval(model, x, y, hidden, amp=False):
+    with _autocast(x, amp):
+        out, hidden = model(x, hidden)
+        model.loss(out, y, reduction="sum")
     return hidden
 
 
@@ -115,18 +131,23 @@ def flops_per_token(mode: str, V: int, d: int, nlayers: int = 2, train: bool = T
     return 3 * lstm + out + out + w_grad  # forward, input gradient, weight gradient
 
 
-def matmul_rate(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int = 2048, reps: int = 5, device="cpu", dtype=torch.float32) -> float:
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     times = []
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
         a @ b
+        _sync(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / min(times)
 
 
-def time_windows(variants: dict, data, bptt: int, steps: int, windows: int, train: bool) -> dict:
+def time_windows(variants: dict, data, bptt: int, steps: int, windows: int, train: bool,
+                 amp: bool = False) -> dict:
+    """Tokens/s of each variant; models and ``data`` on the same device (CUDA is synced before
+    each clock read)."""
     state = {}
     for name, m in variants.items():
         m.train(train)
@@ -138,18 +159,20 @@ def time_windows(variants: dict, data, bptt: int, steps: int, windows: int, trai
 
     def window(name: str) -> float:
         s, m = state[name], variants[name]
+        _sync(data.device)
         t = time.perf_counter()
         for _ in range(steps):
             x, y = get_batch(data, (s["pos"] % nb) * bptt, bptt)
             s["pos"] += 1
             if train and name == "reference":
-                s["hidden"] = reference_step(m, x, y, s["hidden"])
+                s["hidden"] = reference_step(m, x, y, s["hidden"], amp=amp)
             elif train:
-                s["hidden"] = lmfix_step(m, s["opt"], s["params"], x, y, s["hidden"])
+                s["hidden"] = lmfix_step(m, s["opt"], s["params"], x, y, s["hidden"], amp=amp)
             elif name == "reference":
-                s["hidden"] = reference_eval(m, x, y, s["hidden"])
+                s["hidden"] = reference_eval(m, x, y, s["hidden"], amp=amp)
             else:
-                s["hidden"] = lmfix_eval(m, x, y, s["hidden"])
+                s["hidden"] = lmfix_eval(m, x, y, s["hidden"], amp=amp)
+        _sync(data.device)
         return time.perf_counter() - t
 
     for name in variants:  # warm-up: allocator, thread pool, first-touch pages
@@ -187,6 +210,40 @@ def peak_rss_mb(embedding: str, data: Path) -> float:
         return int(r.stderr.rsplit("VmHWM_kB=", 1)[1].split()[0]) / 1024
 
 
+def bench_dims(dims, stream: torch.Tensor, V: int, steps: int, windows: int,
+               device: str = "cpu", amp: bool = False, matmul_n: int = 2048) -> tuple[float, dict]:
+    """(matmul rate, {d: {variant: row}}) on ``device``; ``amp``: bfloat16 autocast (and a
+    bfloat16 matmul rate). TF32 is whatever torch.backends says when this is called."""
+    rate = matmul_rate(matmul_n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
+    out = {}
+    for d in dims:
+        fixed = torch.linalg.qr(torch.randn(V, d, generator=torch.Generator().manual_seed(0)))[0]
+        variants = {k: m.to(device) for k, m in make_variants(V, d, fixed * (V / d) ** 0.5).items()}
+        tr = time_windows(variants, batchify(stream, 20).to(device), 35, steps, windows,
+                          train=True, amp=amp)
+        ev = time_windows(variants, batchify(stream, 10).to(device), 35, steps * 2, windows,
+                          train=False, amp=amp)
+        rows = {}
+        for name in variants:
+            mode = "learned" if name == "reference" else name
+            rows[name] = {
+                "train_tok_s": tr[name], "train_ratio": tr[name] / tr["reference"],
+                "train_flop_frac": tr[name] * flops_per_token(mode, V, d) / rate,
+                "eval_tok_s": ev[name], "eval_ratio": ev[name] / ev["reference"],
+                "eval_flop_frac": ev[name] * flops_per_token(mode, V, d, train=False) / rate}
+        out[d] = rows
+    return rate, out
+
+
+def load_stream(data: Path) -> tuple[torch.Tensor, int, str]:
+    """The first 200k training ids of ``data`` and its vocabulary size, else random ids."""
+    if (data / "train.txt").is_file():
+        corpus = load_corpus(str(data))
+        return corpus.train[:200_000], len(corpus.vocab), corpus.name
+    ids = torch.randint(0, V_WT2, (200_000,), generator=torch.Generator().manual_seed(0))
+    return ids, V_WT2, "random ids"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dims", type=int, nargs="+", default=[200, 512])
@@ -194,32 +251,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="batches per window")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS at d = 512")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--data", type=Path, default=WIKITEXT2, help="corpus directory")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in cuBLAS and cuDNN "
+                    "(without it both are off: exact float32)")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast, as lmfix --amp")
     a = ap.parse_args()
-    have_data = (WIKITEXT2 / "train.txt").is_file()
-    stream = load_corpus(str(WIKITEXT2)).train[:200_000] if have_data else \
-        torch.randint(0, V_WT2, (200_000,), generator=torch.Generator().manual_seed(0))
-    rate = matmul_rate()
+    from lmfix.train import check_amp, set_tf32
+    device = torch.device(a.device)
+    set_tf32(device, a.tf32)
+    if a.amp:
+        try:
+            check_amp(device)
+        except Exception as e:  # LmfixError: this CPU has no bfloat16 LSTM kernels
+            raise SystemExit(f"bench.py: {e}") from None
+    stream, V, data_name = load_stream(a.data)
+    have_data = data_name != "random ids"
+    rate, dims = bench_dims(a.dims, stream, V, a.steps, a.windows, a.device, a.amp)
+    precision = "bf16" if a.amp else "tf32" if a.tf32 and device.type == "cuda" else "fp32"
     results = {"machine": {"threads": torch.get_num_threads(), "matmul_gflops": rate / 1e9,
-                           "torch": torch.__version__, "data": "wikitext-2" if have_data else
-                           "random ids"}, "dims": {}}
-    for d in a.dims:
-        fixed = torch.linalg.qr(torch.randn(V_WT2, d, generator=torch.Generator().manual_seed(0)))[0]
-        variants = make_variants(V_WT2, d, fixed * (V_WT2 / d) ** 0.5)
-        tr = time_windows(variants, batchify(stream, 20), 35, a.steps, a.windows, train=True)
-        ev = time_windows(variants, batchify(stream, 10), 35, a.steps * 2, a.windows, train=False)
-        rows = {}
-        for name in variants:
-            mode = "learned" if name == "reference" else name
-            rows[name] = {
-                "train_tok_s": tr[name], "train_ratio": tr[name] / tr["reference"],
-                "train_flop_frac": tr[name] * flops_per_token(mode, V_WT2, d) / rate,
-                "eval_tok_s": ev[name], "eval_ratio": ev[name] / ev["reference"],
-                "eval_flop_frac": ev[name] * flops_per_token(mode, V_WT2, d, train=False) / rate}
-        results["dims"][d] = rows
+                           "torch": torch.__version__, "data": data_name,
+                           "device": str(device), "precision": precision}, "dims": dims}
     if a.memory and have_data:
-        untied, fixed_rss = peak_rss_mb("learned-untied", WIKITEXT2), \
-            peak_rss_mb("random-orthogonal", WIKITEXT2)
-        grad_opt = V_WT2 * 512 * 4 * 2 * 1  # untied: two V×d gradients; plain SGD has no state
+        untied, fixed_rss = peak_rss_mb("learned-untied", a.data), \
+            peak_rss_mb("random-orthogonal", a.data)
+        grad_opt = V * 512 * 4 * 2 * 1  # untied: two V×d gradients; plain SGD has no state
         results["memory_d512"] = {"learned_untied_mb": untied, "fixed_mb": fixed_rss,
                                   "saved_mb": untied - fixed_rss,
                                   "vxd_grad_and_opt_state_mb": grad_opt / 2**20}
@@ -227,8 +283,9 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     m = results["machine"]
-    print(f"torch {m['torch']}, {m['threads']} threads, matmul {m['matmul_gflops']:.0f} GFLOP/s "
-          f"(2048^3), data: {m['data']}, batch 20 x bptt 35 (eval batch 10)")
+    print(f"torch {m['torch']}, {m['device']} {m['precision']}, {m['threads']} threads, matmul "
+          f"{m['matmul_gflops']:.0f} GFLOP/s (2048^3), data: {m['data']}, batch 20 x bptt 35 "
+          "(eval batch 10)")
     for d, rows in results["dims"].items():
         print(f"\nd = {d}\n{'variant':16} {'train tok/s':>11} {'ratio':>6} {'%peak':>6} "
               f"{'eval tok/s':>11} {'ratio':>6} {'%peak':>6}")

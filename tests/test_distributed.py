@@ -36,13 +36,20 @@ def test_two_processes_match_one(tiny_corpus_dir, tmp_path, embedding):
     assert two["eval_tokens"] == one["eval_tokens"]
 
 
-def test_fixed_embedding_sends_v_times_d_fewer_gradient_bytes(tiny_corpus_dir, tmp_path):
+def test_fixed_embedding_sends_v_times_d_fewer_bytes_measured(tiny_corpus_dir, tmp_path):
+    """Measured per-step traffic (issue 16): a fixed run sends its trainable parameters'
+    bytes (plus the 16-byte stop check and a little logging), never its V×d buffer; a learned
+    run sends V×d×4 more."""
+    runs = {}
     for emb in ("learned", "random-orthogonal"):
         torchrun(2, "train", "--data", tiny_corpus_dir, "--embedding", emb, *ARGS, "--epochs", 1,
                  "--out", tmp_path / emb)
-    learned = json.loads((tmp_path / "learned" / "summary.json").read_text())
-    fixed = json.loads((tmp_path / "random-orthogonal" / "summary.json").read_text())
+        runs[emb] = json.loads((tmp_path / emb / "summary.json").read_text())
+    learned, fixed = runs["learned"], runs["random-orthogonal"]
     V, d = fixed["vocab_size"], fixed["emsize"]
-    # the learned run also all-reduces the V×d embedding; the fixed one adds only its scale
-    assert learned["grad_bytes_per_step_formula"] - fixed["grad_bytes_per_step_formula"] \
-        == (V * d - 1) * 4
+    for s in (learned, fixed):
+        trainable_bytes = s["params"]["trainable"] * 4
+        assert s["comm_grad_bytes_per_step"] == trainable_bytes == s["grad_bytes_per_step_formula"]
+        assert trainable_bytes < s["comm_bytes_per_step"] <= trainable_bytes * 1.01
+    assert learned["comm_bytes_per_step"] - fixed["comm_bytes_per_step"] == \
+        pytest.approx((V * d - 1) * 4, abs=1)

@@ -1,10 +1,12 @@
-"""``lmfix build-embeddings`` and ``lmfix neighbors``: flags in, one library call out.
+"""``lmfix build-embeddings``, ``neighbors`` and ``evaluate-embeddings``: flags in, one library
+call out.
 
 Examples (from the repository root, WikiText-2 in ../shared/data/wikitext-2)::
 
     lmfix build-embeddings --method pmi --dim 200 --data ../shared/data/wikitext-2 --out emb/pmi-d200.bin
     lmfix build-embeddings --method word2vec --dim 200 --sg 1 --data ../shared/data/wikitext-2 --out emb/sg-d200.txt
     lmfix neighbors emb/pmi-d200.bin king river France -k 5
+    lmfix evaluate-embeddings emb/pmi-d200.bin emb/sg-d200.txt --data ../shared/data/wikitext-2
 """
 
 from __future__ import annotations
@@ -102,6 +104,21 @@ def register(subparsers) -> None:
     p.add_argument("-k", type=TYPES["k"], default=10, help="neighbours per word (default %(default)s)")
     p.set_defaults(func=_cmd_neighbors)
 
+    p = subparsers.add_parser(
+        "evaluate-embeddings", help="word similarity and analogy scores of embedding files",
+        description="Score embedding files with gensim's own evaluate_word_pairs (WordSim-353, "
+                    "SimLex-999: Spearman rho) and evaluate_word_analogies (Google analogies: "
+                    "accuracy) on the test sets gensim ships, case-insensitively; OOV % is the "
+                    "share of pairs/questions skipped for a word the file lacks. Prints one "
+                    "table. See lmfix.embeddings.intrinsic.")
+    p.add_argument("files", metavar="FILE", nargs="+", help="embedding files")
+    p.add_argument("--data", default=None,
+                   help="corpus whose training frequencies order the words, so a word with "
+                        "several casings (The/the) is looked up in its most frequent one "
+                        "(default: the file's order, which word2vec files sort by frequency)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the scores as JSON")
+    p.set_defaults(func=_cmd_evaluate_embeddings)
+
 
 def _cmd_build_embeddings(args: argparse.Namespace) -> None:
     params = {dest: getattr(args, dest) for dest in _METHOD_FLAGS if getattr(args, dest) is not None}
@@ -111,6 +128,11 @@ def _cmd_build_embeddings(args: argparse.Namespace) -> None:
 
 def _cmd_neighbors(args: argparse.Namespace) -> None:
     print_neighbors(args.file, args.words, args.k)
+
+
+def _cmd_evaluate_embeddings(args: argparse.Namespace) -> None:
+    from .intrinsic import evaluate_command  # gensim loads only for this command
+    evaluate_command(args.files, args.data, args.json)
 
 
 def build_command(method: str, dim: int, data: str | None, out: str, fmt: str | None, seed: int,

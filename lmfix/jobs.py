@@ -1,0 +1,342 @@
+"""``lmfix run --jobs N``: train N variants at once, each in a worker process of its own.
+
+The parent (``lmfix run``) builds the embeddings first, then hands each variant to a worker,
+``python -m lmfix.jobs SPEC``, which does exactly what ``--jobs 1`` does for it
+(:func:`lmfix.run._train_variant`: keep a finished run, resume an unfinished one, else train
+it) into the variant's own run directory. So the run directories, and the report made from
+them, are those of ``--jobs 1``; what a worker prints goes to ``OUT/logs/NAME.log``, and the
+parent prints one line when a variant starts and one when it ends (with its perplexities).
+
+Processes, not threads or ``multiprocessing``: each worker is a fresh interpreter, so its
+thread count can be fixed before torch loads, a crash (even a segfault or an out-of-memory
+kill) takes only that variant down, and a signal reaches it the way it reaches ``lmfix train``.
+
+Threads
+    On a CPU the cores are divided: each of the k = min(N, variants to train) workers gets
+    max(1, cores // k) threads (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` in its environment and
+    ``torch.set_num_threads``), so N jobs never oversubscribe the machine.
+GPUs
+    With ``--device auto`` or ``cuda`` and CUDA available, worker slot i gets visible GPU
+    i mod (number of GPUs) through ``CUDA_VISIBLE_DEVICES`` (several workers may share one).
+    The run's config keeps the device as given, so a run started with one ``--jobs`` resumes
+    under another.
+Signals
+    Workers run in their own session, so a Ctrl-C at the terminal reaches the parent only; the
+    parent forwards SIGINT/SIGTERM to every worker once, whose training loop checkpoints and
+    exits, waits for them (a second signal, or 120 s, kills them), then raises
+    :class:`~lmfix.errors.Interrupted`: ``lmfix run`` ends with its one line and 130/143, and a
+    rerun resumes every unfinished variant. A worker whose parent dies stops the same way.
+Failures
+    A variant that fails is recorded in its ``status.json`` as ``failed`` with the error (by
+    training itself, by the worker for errors outside training, or by the parent for a worker
+    that died), the others go on, and :class:`VariantsFailed` is raised at the end: ``lmfix run``
+    writes the report (which lists it as not complete) and exits 2 naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import rundir
+from .errors import Interrupted, LmfixError, first_line
+
+STOP_TIMEOUT_S = 120.0  # how long stopped workers get to checkpoint before they are killed
+POLL_S = 0.2
+
+
+class VariantsFailed(LmfixError):
+    """Some variants of a parallel run did not finish; ``run_dirs`` are all of them, in order,
+    so the caller can still write the report."""
+
+    def __init__(self, run_dirs: list[Path], failed: dict[str, str], out: Path):
+        self.run_dirs, self.failed = list(run_dirs), dict(failed)
+        what = "; ".join(f"{name} ({_short(err)})" for name, err in failed.items())
+        super().__init__(f"{len(failed)} of {len(run_dirs)} variants did not finish: {what}. "
+                         f"The report lists them; worker logs are in {Path(out) / 'logs'}")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = first_line(Exception(text)) if text else "no error recorded"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    return max(1, (cores or cpu_cores()) // max(1, jobs))
+
+
+def cuda_devices(device: str) -> list[str]:
+    """The visible GPUs to spread workers over (ids for CUDA_VISIBLE_DEVICES), or [] when the
+    run is not on CUDA or names one device itself (``cuda:1``: every worker uses it)."""
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+    if not torch.cuda.is_available():
+        return []
+    n = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    return ids[:n] if ids else [str(i) for i in range(n)]
+
+
+@dataclass
+class _Job:
+    cfg: object  # TrainConfig
+    action: str  # "fresh" | "resume"
+    slot: int = 0
+    where: str = ""
+    proc: subprocess.Popen | None = None
+    started: float = 0.0  # perf_counter
+    started_wall: float = 0.0  # time.time(), to tell a status written by this worker
+    killed: bool = False
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def name(self) -> str:
+        return self.out.name
+
+
+class _Signals:
+    """SIGINT/SIGTERM only set a flag while workers run (the loop decides what to do), and
+    count, so a second one can kill what the first asked to stop."""
+
+    def __init__(self):
+        self.got: list[str] = []
+        self.old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.got.append(signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+
+def train_parallel(cfgs: list, out: Path, force: bool, jobs: int) -> dict[str, str]:
+    """Train the variants ``cfgs`` in up to ``jobs`` worker processes.
+
+    Returns {variant name: error} for those that did not finish (empty if all did); raises
+    :class:`Interrupted` once the workers have stopped after a SIGINT/SIGTERM.
+    """
+    from .run import plan_variant
+    todo = []
+    for cfg in cfgs:  # settings that differ from a run already there: refused before any start
+        action = plan_variant(cfg, force)
+        if action == "kept":
+            print(f"{Path(cfg.out).name}: finished already, kept", flush=True)
+        else:
+            todo.append(_Job(cfg, action))
+    if not todo:
+        return {}
+    n = min(jobs, len(todo))
+    threads = threads_per_job(n)
+    gpus = cuda_devices(todo[0].cfg.device)
+    logs = Path(out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    on = f"{len(gpus)} GPU(s)" if gpus else f"{threads} CPU thread(s) each"
+    print(f"training {len(todo)} variant(s), {n} at a time ({on}); worker logs in {logs}",
+          flush=True)
+    queue, running, failed = deque(todo), {}, {}
+    with _Signals() as sig:
+        try:
+            while queue or running:
+                if sig.got:
+                    _stop_all(running, sig, failed)
+                    raise Interrupted(f"interrupted by {sig.got[0]}", sig.got[0])
+                for slot in range(n):
+                    if slot not in running and queue:
+                        job = queue.popleft()
+                        _start(job, slot, threads, gpus, logs, force)
+                        running[slot] = job
+                for slot, job in list(running.items()):
+                    rc = job.proc.poll()
+                    if rc is not None:
+                        del running[slot]
+                        _ended(job, rc, failed, logs)
+                time.sleep(POLL_S)
+        finally:
+            if running:  # an error in this loop itself: leave no worker behind
+                _stop_all(running, sig, failed, quiet=True)
+    return failed
+
+
+def _start(job: _Job, slot: int, threads: int, gpus: list[str], logs: Path, force: bool) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        job.where = f"cuda:{slot % len(gpus)}"
+    else:
+        job.where = f"{threads} CPU thread{'s' if threads > 1 else ''}"
+    root = str(Path(__file__).resolve().parents[1])  # a source checkout: keep it importable
+    if "site-packages" not in root:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    spec = {"cfg": asdict(job.cfg), "force": force, "threads": threads, "parent": os.getpid()}
+    log = logs / f"{job.name}.log"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {job.action} "
+                f"on {job.where}\n")
+        f.flush()
+        job.proc = subprocess.Popen([sys.executable, "-m", "lmfix.jobs", json.dumps(spec)],
+                                    stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+    job.slot, job.started, job.started_wall = slot, time.perf_counter(), time.time()
+    what = "resuming from its last checkpoint" if job.action == "resume" else \
+        f"training ({job.cfg.embedding})"
+    print(f"{job.name}: {what} on {job.where}", flush=True)
+
+
+def _ended(job: _Job, rc: int, failed: dict[str, str], logs: Path) -> None:
+    """Report a worker that exited, and record it failed if it did not finish."""
+    took = _took(time.perf_counter() - job.started)
+    status = rundir.read_status(job.out)
+    if rc == 0 and status.get("status") == "finished" and (job.out / "summary.json").is_file():
+        s = json.loads((job.out / "summary.json").read_text())
+        print(f"{job.name}: finished in {took} | valid ppl {s['val_ppl']:.2f} | "
+              f"test ppl {s['test_ppl']:.2f}", flush=True)
+        return
+    log = logs / f"{job.name}.log"
+    try:  # a status left by an earlier attempt says nothing about this one
+        recent = (job.out / "status.json").stat().st_mtime >= job.started_wall - 1
+    except OSError:
+        recent = False
+    if recent and status.get("status") in ("failed", "interrupted") and status.get("error"):
+        err = status["error"]  # training, or the worker, recorded why
+    else:
+        err = (f"worker killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in
+               signal.valid_signals() else f"worker exited with status {rc}")
+        err += f"; see {log}"
+        if status.get("status") != "finished":
+            rundir.set_status(job.out, "failed", err)
+    failed[job.name] = err
+    print(f"{job.name}: FAILED after {took}: {_short(err)} (log: {log})", flush=True)
+
+
+def _stop_all(running: dict, sig: _Signals, failed: dict, quiet: bool = False) -> None:
+    """Forward the signal to every worker, wait for their checkpoints, kill laggards."""
+    name = sig.got[0] if sig.got else "SIGTERM"
+    signum, asked = signal.Signals[name], len(sig.got)
+    for job in running.values():
+        with _suppress():
+            job.proc.send_signal(signum)
+    deadline = time.perf_counter() + STOP_TIMEOUT_S
+    while any(j.proc.poll() is None for j in running.values()):
+        if len(sig.got) > max(asked, 1) or time.perf_counter() > deadline:
+            for job in running.values():
+                if job.proc.poll() is None and not job.killed:
+                    job.killed = True
+                    with _suppress():
+                        job.proc.kill()
+                    if not quiet:
+                        print(f"{job.name}: killed (it had not stopped); it resumes from its "
+                              "last checkpoint", flush=True)
+        time.sleep(POLL_S)
+    for job in running.values():
+        job.proc.wait()
+        if quiet:
+            continue
+        st = rundir.read_status(job.out)
+        if st.get("status") == "finished":
+            print(f"{job.name}: finished", flush=True)
+        else:
+            has = "checkpoint saved" if (job.out / rundir.LAST).is_file() else "no checkpoint yet"
+            print(f"{job.name}: stopped by {name} ({st.get('status') or 'not started'}, {has})",
+                  flush=True)
+    running.clear()
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, ProcessLookupError)
+
+
+def _took(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{seconds:.1f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker: python -m lmfix.jobs SPEC (started by train_parallel, not meant for users)
+
+
+def _watch_parent(parent: int) -> None:
+    """If the parent dies (SIGKILL, a closed terminal), stop like a SIGTERM would."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _terminated(signum, frame):
+    raise Interrupted("interrupted by SIGTERM", "SIGTERM")
+
+
+def _record_failure(out: Path, error: str) -> None:
+    if rundir.read_status(out).get("status") not in ("finished", "failed"):
+        rundir.set_status(out, "failed", error)
+
+
+def worker_main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    out = Path(spec["cfg"]["out"])
+    signal.signal(signal.SIGTERM, _terminated)  # training installs its own while it runs
+    _watch_parent(spec["parent"])
+    try:
+        import torch
+        torch.set_num_threads(spec["threads"])
+        from .run import _train_variant
+        from .train import TrainConfig
+        _train_variant(TrainConfig(**spec["cfg"]), None, spec["force"], progress=False)
+    except KeyboardInterrupt:
+        print("stopped by SIGINT", flush=True)
+        return 130
+    except Interrupted as e:
+        print(f"stopped: {e}", flush=True)
+        return e.exit_status
+    except LmfixError as e:
+        print(f"lmfix: error: {e}", flush=True)
+        _record_failure(out, f"{type(e).__name__}: {first_line(e)}")
+        return 2
+    except BaseException as e:  # a bug: keep its traceback in the log
+        traceback.print_exc()
+        _record_failure(out, f"{type(e).__name__}: {first_line(e)}")
+        return 1
+    s = json.loads((out / "summary.json").read_text())
+    print(f"{s['name']}: valid ppl {s['val_ppl']:.2f} | test ppl {s['test_ppl']:.2f} | "
+          f"{s['tokens_per_s']:.0f} tokens/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
