@@ -23,7 +23,7 @@ from .flags import TRAIN_FLAG_TYPES, positive_int
 from .jobs import VariantsFailed
 from .model import DEFAULT_DIM
 from .report import write_report
-from .run import DEFAULT_VARIANTS, PRESETS, run
+from .run import PRESETS, VARIANTS_HELP, run
 from .tokenizer import TokenizerConfig, add_tokenizer_flags
 from .train import TrainConfig, train
 
@@ -211,9 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    + " (default %(default)s)")
     p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--out", default="runs/quick", help="output directory (default %(default)s)")
-    p.add_argument("--variants", default=None,
-                   help="comma-separated: " + ", ".join(DEFAULT_VARIANTS) + ", hadamard, or "
-                        "embedding file paths (default: the first five)")
+    p.add_argument("--variants", default=None, help=VARIANTS_HELP)
     p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=positive_int, default=1,

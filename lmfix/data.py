@@ -142,7 +142,8 @@ def read_directory(directory: str | os.PathLike) -> RawText:
     for s, p in files.items():
         if not lines[s]:
             raise LmfixError(f"{p}: the {s} split is empty (no tokens)")
-    # The checksum of the file's bytes, so it can be compared with published ones (SOURCE.md).
+    # The checksum of the file's bytes, so it can be compared with published ones (e.g. the
+    # sha256 in WikiText-2's SOURCE.md).
     digest = hashlib.sha256(files["train"].read_bytes()).hexdigest()
     return RawText(directory.name, str(directory.resolve()), lines, digest)
 

@@ -1,4 +1,4 @@
-"""The three report figures, drawn headless and written atomically.
+"""The report figures, drawn headless and written atomically.
 
 The functions take plain series (label, colour, numbers) rather than run directories, so the
 drawing code knows nothing about the file formats; :mod:`lmfix.report` does the extraction.
@@ -188,3 +188,60 @@ def plot_params(bars: list[dict], path: Path) -> None:
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, axis="x", alpha=0.3)
     _save(fig, path)
+
+
+def plot_frontier(points: list[dict], path: Path) -> None:
+    """Validation perplexity against trainable parameters (both log), the Pareto front drawn.
+
+    ``points``: dicts with ``label``, ``index`` (colour), ``trainable``, ``val_ppl`` and
+    ``front`` (True for a point on the Pareto front: no other point has as few trainable
+    parameters and a lower perplexity). Every point is labelled with its variant; the front's
+    points are joined by a staircase (the best perplexity reachable with at most x trainable
+    parameters) and their labels are bold.
+    """
+    from matplotlib import ticker
+
+    fig = _new_figure(10, 6.5)
+    ax = fig.add_subplot()
+    pts = [p for p in points if _finite_pairs([p["trainable"]], [p["val_ppl"]], True)[0]]
+    if not pts:  # every run diverged: still write the figure, saying so
+        ax.text(0.5, 0.5, "no finite validation perplexity to plot", ha="center",
+                transform=ax.transAxes)
+        _save(fig, path)
+        return
+    for p in pts:
+        ax.scatter([p["trainable"]], [p["val_ppl"]], s=70 if p["front"] else 40, zorder=3,
+                   color=color(p["index"]), edgecolors="black" if p["front"] else "none",
+                   linewidths=1.2)
+        ax.annotate(p["label"], (p["trainable"], p["val_ppl"]), xytext=(5, 4),
+                    textcoords="offset points", fontsize="small",
+                    fontweight="bold" if p["front"] else "normal",
+                    color="black" if p["front"] else "#555555")
+    front = sorted((p for p in pts if p["front"]), key=lambda p: p["trainable"])
+    if front:
+        xs = [p["trainable"] for p in front]
+        ys = [p["val_ppl"] for p in front]
+        right = max(p["trainable"] for p in pts)
+        ax.step(xs + [right], ys + [ys[-1]], where="post", color="black", linestyle="--",
+                linewidth=1.2, zorder=2, label="Pareto front (fewest trainable parameters "
+                "for a perplexity)")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(_count_label))
+    _readable_log_y(ax, [p["val_ppl"] for p in pts])
+    xs = [p["trainable"] for p in pts]
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2)  # room for the labels on the right
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("validation perplexity (log scale, lower is better)")
+    ax.set_title("Which parts of the embedding are worth training: perplexity vs trainable "
+                 "parameters")
+    ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
+
+
+def _count_label(x: float, _pos=None) -> str:
+    """Tick text for a parameter count: 30k, 2M."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"

@@ -9,7 +9,12 @@ and a standalone HTML page.
     val_ppl.png   validation perplexity per epoch, all variants
     scale.png     learned logit scale vs tokens seen, fixed variants (skipped if none logged)
     params.png    trainable vs fixed parameters per variant
+    frontier.png  validation perplexity vs trainable parameters, Pareto front drawn (≥ 3 runs)
     index.html    all of the above in one file (images embedded), viewable offline
+
+report.md also gets the Pareto front as a table (the runs no other run beats with as few
+trainable parameters) and, for runs whose embedding file has word similarity / analogy scores
+(FILE.intrinsic.json, written by ``lmfix run``), those scores beside their perplexity.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
+from .embeddings.intrinsic import headline, read_scores
 from .errors import LmfixError
 from .report_render import PARTIAL_MARK, _is_num, fmt_int, render_html, render_markdown
 from .fsutil import atomic_open, read_json, write_json, write_text
@@ -28,7 +34,8 @@ from .tokenizer import label_of
 
 # Flat columns of results.csv and of each results.json "runs" entry, in this order.
 FIELDS = [
-    "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "emsize", "nhid",
+    "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "fix", "learn_top",
+    "delta_rank", "emsize", "nhid",
     "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
     "params_embedding_trainable", "params_embedding_fixed", "trainable_pct_of_baseline",
     "tokenizer", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_word_ppl", "test_word_ppl",
@@ -181,7 +188,9 @@ def _row(run: dict, baseline_trainable: float | None) -> dict:
     return {
         "name": run["label"], "run_dir": str(run["dir"]), "embedding": s["embedding"],
         "embedding_source": s.get("embedding_source") or s["embedding"],
-        "tied": s["tied"], "fixed": s["fixed"], "emsize": s["emsize"],
+        "tied": s["tied"], "fixed": s["fixed"], "fix": s.get("fix"),
+        "learn_top": _num(s.get("learn_top")), "delta_rank": _num(s.get("delta_rank")),
+        "emsize": s["emsize"],
         "nhid": _num(s.get("nhid")), "nlayers": _num(s.get("nlayers")),
         "vocab_size": _num(s.get("vocab_size")),
         "params_trainable": p["trainable"], "params_fixed": p["fixed"],
@@ -305,6 +314,71 @@ def _draw_plots(done: list[dict], rows: list[dict], out_dir: Path, notes: list[s
             "params": "params.png"}
 
 
+MIN_FRONTIER_RUNS = 3  # fewer points make no frontier worth drawing
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names on the Pareto front of (name, trainable params, val ppl) points, fewest
+    trainable parameters first: a point is on it when no other point has at most as many
+    trainable parameters and a lower perplexity (of equal points, the first listed counts).
+    Non-finite perplexities (a diverged run) are never on it."""
+    finite = [p for p in points if _is_num(p[2]) and math.isfinite(p[2])]
+    front, best = [], math.inf
+    for name, _, val in sorted(finite, key=lambda p: (p[1], p[2])):
+        if val < best:
+            front.append(name)
+            best = val
+    return front
+
+
+def _frontier(rows: list[dict], out_dir: Path, notes: list[str]) -> tuple[str | None, list]:
+    """frontier.png and the Pareto table's rows, when there are enough finished runs."""
+    path = out_dir / "frontier.png"
+    if len(rows) < MIN_FRONTIER_RUNS:
+        _remove_stale(path)
+        notes.append(f"frontier.png and the Pareto table not written: they need at least "
+                     f"{MIN_FRONTIER_RUNS} finished runs, this report has {len(rows)}")
+        return None, []
+    front = pareto_front([(r["name"], r["params_trainable"], r["val_ppl"]) for r in rows])
+    on = set(front)
+    plots.plot_frontier([{"label": r["name"], "index": i, "trainable": r["params_trainable"],
+                          "val_ppl": r["val_ppl"], "front": r["name"] in on}
+                         for i, r in enumerate(rows)], path)
+    by_name = {r["name"]: r for r in rows}
+    table = [{"name": n, "params_trainable": by_name[n]["params_trainable"],
+              "params_embedding_trainable": by_name[n]["params_embedding_trainable"],
+              "val_ppl": by_name[n]["val_ppl"], "test_ppl": by_name[n]["test_ppl"]}
+             for n in front]
+    return "frontier.png", table
+
+
+def _remove_stale(path: Path) -> None:
+    # A figure left by an earlier report would show runs that are not in this one.
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise LmfixError(f"cannot remove stale {path}: {e.strerror or e}")
+
+
+def _intrinsic(done: list[dict]) -> list[dict]:
+    """Runs whose embedding file has scores beside it (FILE.intrinsic.json): their word
+    similarity and analogy figures next to their perplexity."""
+    out = []
+    for run in done:
+        s = run["summary"]
+        scores = read_scores(s["embedding"]) if s["embedding"] not in (
+            "learned", "learned-untied", "random-orthogonal", "hadamard") else None
+        if scores is None:
+            continue
+        h = headline(scores)
+        out.append({"name": run["label"], "embedding_file": Path(s["embedding"]).name,
+                    "fix": s.get("fix"), "val_ppl": s["val_ppl"],
+                    "wordsim353": h["wordsim353"], "simlex999": h["simlex999"],
+                    "analogies": h["analogies"],
+                    "analogies_oov_pct": (scores.get("analogies") or {}).get("oov_pct")})
+    return out
+
+
 def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-untied") -> dict:
     """Write the report files into ``out_dir`` and return the results dict (= results.json).
 
@@ -351,6 +425,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
             f"{r['name']} (at most {fmt_int(r['max_train_tokens'])} tokens)" for r in capped))
 
     plot_files = _draw_plots(done, rows, out_dir, notes)
+    plot_files["frontier"], front = _frontier(rows, out_dir, notes)
     results = _json_safe({
         "baseline": {"embedding": baseline, "name": base["label"] if base else None,
                      "run_dir": str(base["dir"]) if base else None,
@@ -359,6 +434,8 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
         "not_complete": [{"name": r["label"], "run_dir": str(r["dir"]), "status": r["status"],
                           "error": r["error"], "updated": r["updated"]} for r in pending],
         "plots": plot_files,
+        "pareto_front": front,
+        "intrinsic": _intrinsic(done),
         "notes": notes,
         "environment": _environment(rows),
     })

@@ -16,15 +16,18 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from . import rundir
 from .data import Corpus, load_corpus
+from .embedding_parts import FIX_SIDES
+from .embedding_spec import LEARNED_SPECS, check_embedding_options
 from .errors import LmfixError
-from .flags import positive_int
+from .flags import TRAIN_FLAG_TYPES, positive_int
 from .fsutil import read_json, write_json
 from .model import DEFAULT_DIM
 from .tokenizer import TokenizerConfig, same_tokenizer
-from .train import TrainConfig, train
+from .train import TrainConfig, pick_device, train
 
 DEFAULT_VARIANTS = ("learned", "learned-untied", "word2vec", "pmi", "random-orthogonal")
 BUILT_METHODS = ("word2vec", "pmi")  # variants whose embedding this command builds
@@ -38,6 +41,23 @@ class Preset:
     name: str
     description: str
     train: dict = field(default_factory=dict)  # TrainConfig overrides
+    cuda: dict = field(default_factory=dict)  # further overrides when training runs on CUDA
+    variants: Callable[[int], list[str]] | None = None  # d -> default variants (else DEFAULT_)
+
+
+def frontier_variants(d: int) -> list[str]:
+    """The frontier grid at embedding size ``d``: from no trainable embedding to all of it.
+
+    learned tied at d/4, d/2 and d (16, 32, 64 at the CPU d = 64), learned untied, word2vec and
+    PMI with each --fix side, word2vec with --learn-top 1000/5000 and --delta-rank 4/16, and the
+    random orthogonal basis: 17 runs of one epoch (about 2 h on a 2-core CPU at d = 64).
+    """
+    fixes = [f"{m}{'' if side == 'both' else f':fix={side}'}" for m in ("word2vec", "pmi")
+             for side in ("both", "input", "output", "none")]
+    return ([f"learned:emsize={d // 4}", f"learned:emsize={d // 2}", "learned",
+             "learned-untied"] + fixes
+            + ["word2vec:learn-top=1000", "word2vec:learn-top=5000",
+               "word2vec:delta-rank=4", "word2vec:delta-rank=16", "random-orthogonal"])
 
 
 PRESETS = {
@@ -54,7 +74,93 @@ PRESETS = {
     "quick": Preset("quick", "d = 64, first 300k training tokens, full valid/test (2-core CPU)",
                     {"emsize": 64, "nhid": 64, "dropout": 0.0, "epochs": 1,
                      "max_train_tokens": 300_000, "log_interval": 50}),
+    # Validation perplexity against trainable parameters (issue 14): every variant of
+    # frontier_variants trains one full epoch (no dropout, as quick), at d = 64 on a CPU and at
+    # the paper's d = 512 on CUDA. The LSTM keeps nhid = d while the learned variants' emsize
+    # shrinks (a projection maps nhid to their emsize), so only the embedding's share changes.
+    "frontier": Preset("frontier", "17 variants along the trainable-parameter axis (--fix, "
+                       "--learn-top, --delta-rank, learned at 3 sizes), 1 full epoch each, d = 64 "
+                       "(d = 512 on CUDA)",
+                       {"emsize": 64, "nhid": 64, "dropout": 0.0, "epochs": 1,
+                        "max_train_tokens": None, "log_interval": 100},
+                       cuda={"emsize": 512, "nhid": 512}, variants=frontier_variants),
 }
+
+# Per-variant settings, "NAME:KEY=VALUE:KEY=VALUE": KEY (a train flag without "--") -> field.
+VARIANT_KEYS = {"fix": "fix", "learn-top": "learn_top", "delta-rank": "delta_rank",
+                "emsize": "emsize", "nhid": "nhid", "embedding-norm": "embedding_norm"}
+_CHOICES = {"fix": FIX_SIDES, "embedding_norm": ("raw", "unit", "mean-unit")}
+VARIANTS_HELP = (
+    "comma-separated variants, each NAME or NAME:KEY=VALUE[:KEY=VALUE...]. NAME: "
+    + ", ".join(DEFAULT_VARIANTS) + ", hadamard, or an embedding file; KEY: "
+    + ", ".join(VARIANT_KEYS) + " (the train flags of those names, for that variant alone). "
+    "The run is named NAME-KEY-VALUE...: word2vec:fix=input -> word2vec-fix-input, "
+    "pmi:learn-top=1000 -> pmi-learn-top-1000, word2vec:delta-rank=4 -> word2vec-delta-rank-4, "
+    "learned:emsize=32 -> learned-emsize-32. Run-wide --fix/--learn-top/--delta-rank apply "
+    "to the variants with vectors only. Default: the preset's list (frontier: its grid), "
+    "else " + ",".join(DEFAULT_VARIANTS))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ``--variants`` entry: its run name, what it is built from, and its own settings."""
+
+    name: str
+    base: str  # a built method, a built-in (learned, ..., hadamard) or an embedding file path
+    settings: tuple[tuple[str, object], ...] = ()  # (TrainConfig field, value), in given order
+
+
+def parse_variant(text: str) -> Variant:
+    """``word2vec:fix=input`` -> Variant("word2vec-fix-input", "word2vec", (("fix", "input"),)).
+
+    An existing file is a file even if its name holds a ":". Values are checked as the flags
+    of the same name check them; a bad entry is one :class:`LmfixError`.
+    """
+    if Path(text).is_file():
+        path = Path(text)
+        return Variant(f"file-{path.stem}", str(path.resolve()))
+    head, *pairs = text.split(":")
+    name, base = variant_spec(head, {m: m for m in BUILT_METHODS})
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or key not in VARIANT_KEYS or not raw:
+            raise LmfixError(f"variant {text!r}: {pair!r} is not KEY=VALUE with KEY one of "
+                             f"{', '.join(VARIANT_KEYS)} (e.g. word2vec:fix=input)")
+        field_ = VARIANT_KEYS[key]
+        if field_ in settings:
+            raise LmfixError(f"variant {text!r}: {key} is given twice")
+        if field_ in _CHOICES:
+            if raw not in _CHOICES[field_]:
+                raise LmfixError(f"variant {text!r}: {key} must be one of "
+                                 f"{', '.join(_CHOICES[field_])}, not {raw!r}")
+            value: object = raw
+        else:
+            try:
+                value = TRAIN_FLAG_TYPES[field_].parse(raw)
+            except ValueError as e:
+                raise LmfixError(f"variant {text!r}: {key}: {e}") from None
+        settings[field_] = value
+        name += f"-{key}-{value}"
+    return Variant(name, base, tuple(settings.items()))
+
+
+def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
+    """``base`` with the variant's own settings; run-wide --fix/--learn-top/--delta-rank are
+    dropped for learned variants (they have no vectors to fix). Checked here, before any
+    embedding is built or run trained."""
+    cfg = replace(base, **dict(v.settings))
+    if v.base in LEARNED_SPECS:
+        own = dict(v.settings)
+        cfg = replace(cfg, **{k: getattr(TrainConfig(), k) for k in ("fix", "learn_top",
+                                                                      "delta_rank")
+                              if k not in own})
+    try:
+        check_embedding_options(v.base, cfg.fix, cfg.learn_top, cfg.delta_rank)
+    except LmfixError as e:
+        raise LmfixError(f"variant {v.name}: {e}") from None
+    return cfg
+
 
 
 def variant_spec(variant: str, embedding_files: dict[str, Path]) -> tuple[str, str]:
@@ -124,25 +230,41 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
         raise LmfixError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if positive_int.error(jobs):
         raise LmfixError(f"--jobs: {positive_int.error(jobs)}")
-    variants = list(variants or DEFAULT_VARIANTS)
-    for v in variants:  # catch a typo before anything is built or trained
-        variant_spec(v, {m: Path() for m in BUILT_METHODS})
-    preset_cfg = dict(PRESETS[preset].train)
+    chosen = PRESETS[preset]
+    preset_cfg = dict(chosen.train)
+    if chosen.cuda and pick_device({**preset_cfg, **(overrides or {})}.get(
+            "device", "auto")).type == "cuda":
+        preset_cfg.update(chosen.cuda)
     if (overrides or {}).get("tokenizer", "word") != "word":
         # SentencePiece's byte-fallback pieces mostly never occur in training text, so word2vec
         # and PMI give them no vector; they get random ones of the mean norm (coverage recorded).
         preset_cfg["oov"] = "random"
     base = replace(TrainConfig(), data=data, **{**preset_cfg, **(overrides or {})})
+    if not variants:
+        variants = (chosen.variants(base.emsize or DEFAULT_DIM) if chosen.variants
+                    else list(DEFAULT_VARIANTS))
+    # catch a typo or a misfit setting before anything is built or trained
+    parsed = [parse_variant(v) for v in variants]
+    settings = [variant_config(base, v) for v in parsed]
+    names = [v.name for v in parsed]
+    if len(set(names)) != len(names):
+        raise LmfixError("--variants names a run twice: "
+                         + ", ".join(sorted({n for n in names if names.count(n) > 1})))
     corpus = load_corpus(data, TokenizerConfig.from_flags(base))
-    dim = base.emsize or DEFAULT_DIM
-    files = {m: ensure_embedding(m, corpus, dim, base.seed, out / "embeddings", force, progress)
-             for m in BUILT_METHODS if m in variants}
+    files: dict[tuple[str, int], Path] = {}  # (method, d) -> built file, one per d needed
+    for v, cfg in zip(parsed, settings):
+        key = (v.base, cfg.emsize or DEFAULT_DIM)
+        if v.base in BUILT_METHODS and key not in files:
+            files[key] = ensure_embedding(v.base, corpus, key[1], base.seed,
+                                          out / "embeddings", force, progress)
+    record_intrinsic(list(files.values()), corpus)
     label = corpus.tokenizer.label
     cfgs = []
-    for v in variants:
-        name, spec = variant_spec(v, files)
-        name = name if label == "word" else f"{name}-{label}"  # distinct beside word-level runs
-        cfgs.append(replace(base, embedding=spec, out=str(out / "runs" / name)))
+    for v, cfg in zip(parsed, settings):
+        spec = str(files[(v.base, cfg.emsize or DEFAULT_DIM)]) if v.base in BUILT_METHODS \
+            else v.base
+        name = v.name if label == "word" else f"{v.name}-{label}"  # distinct beside word runs
+        cfgs.append(replace(cfg, embedding=spec, out=str(out / "runs" / name)))
     run_dirs = [Path(cfg.out) for cfg in cfgs]
     failed = {}
     if jobs == 1:
@@ -174,6 +296,21 @@ def plan_variant(cfg: TrainConfig, force: bool) -> str:
     if status == "finished":
         return "kept"
     return "resume" if (out / rundir.LAST).is_file() else "fresh"
+
+
+def record_intrinsic(paths: list[Path], corpus: Corpus) -> None:
+    """Word similarity and analogy scores of each built embedding, in FILE.intrinsic.json
+    beside it (lmfix.embeddings.intrinsic; the report shows them). Words only: the test sets
+    hold words, not a subword tokenizer's pieces."""
+    if not paths or corpus.tokenizer.kind != "word":
+        return
+    from .embeddings.intrinsic import ensure_scores, headline, word_counts
+    counts = word_counts(corpus)
+    for path in paths:
+        t0 = time.perf_counter()
+        h = headline(ensure_scores(path, counts))
+        shown = ", ".join(f"{k} {'—' if v is None else f'{v:.3f}'}" for k, v in h.items())
+        print(f"intrinsic {path.name}: {shown} ({time.perf_counter() - t0:.0f} s)")
 
 
 def _train_variant(cfg: TrainConfig, corpus: Corpus | None, force: bool, progress: bool) -> None:

@@ -164,7 +164,7 @@ def load_or_train(train_lines: list[str], train_sha256: str,
 
 
 def encode_lines(sp: spm.SentencePieceProcessor, lines: list[str]) -> torch.Tensor:
-    """Piece ids with the <eos> id after every line (as lmfix.data.encode does for words)."""
+    """Piece ids with the <eos> id after every line (as WordTokenizer.encode does for words)."""
     eos = sp.piece_to_id(EOS)
     ids: list[int] = []
     for start in range(0, len(lines), _ENCODE_BATCH):

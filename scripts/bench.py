@@ -122,7 +122,9 @@ def make_variants(V: int, d: int, fixed_matrix: torch.Tensor) -> dict:
 
 
 def flops_per_token(mode: str, V: int, d: int, nlayers: int = 2, train: bool = True) -> float:
-    """Matrix-product FLOPs per token: LSTM and output layer (see anchors.md)."""
+    """Matrix-product FLOPs per token: LSTM and output layer. Forward: 2·4·d·2d per LSTM
+    layer and 2·V·d for the output; training adds the LSTM's backward (2×) and the output's
+    input gradient, plus its weight gradient unless the weight is fixed."""
     lstm = sum(2 * 4 * d * (d + d) for _ in range(nlayers))
     out = 2 * V * d
     if not train:

@@ -159,3 +159,9 @@ def test_wikitext2_pmi_and_bases_cover_the_whole_vocabulary(wikitext2):
     assert emb.meta["coverage"]["covered"] == V and np.isfinite(emb.vectors).all()
     had = build_embeddings("hadamard", wikitext2, 64, {}, seed=0)
     assert len(np.unique(had.vectors, axis=0)) == V
+
+
+def test_cli_method_list_is_the_builders():
+    """The CLI names the methods without importing the builders (scipy, gensim) at start-up."""
+    from lmfix.embeddings import cli
+    assert cli.METHODS == METHODS

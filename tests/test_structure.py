@@ -121,3 +121,24 @@ def test_no_import_cycles():
 def test_run_does_not_import_report():
     where = import_graph()["lmfix.run"].get("lmfix.report")
     assert not where, f"lmfix.run imports lmfix.report at {', '.join(where)}"
+
+
+def test_training_loop_stays_readable():
+    """No function in train.py over ~60 lines, and the training state is one dataclass that
+    a checkpoint stores as it is (issue 11)."""
+    import dataclasses
+
+    from lmfix import train
+    tree = ast.parse((PACKAGE / "train.py").read_text())
+    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, f"functions over 60 lines in train.py: {', '.join(long)}"
+    assert dataclasses.is_dataclass(train.TrainState) and callable(train.train_one_epoch)
+
+
+def test_one_module_owns_the_word_or_subword_decision():
+    """Only lmfix/tokenizer.py decides between word and SentencePiece tokens."""
+    offenders = [p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")
+                 if p.name != "tokenizer.py" and 'get("kind", "word")' in p.read_text()]
+    assert not offenders, offenders
