@@ -117,11 +117,18 @@ class TopRows(nn.Module):
         V = vocab_size if vocab_size is not None else int(ids.max()) + 1
         self.register_buffer("ids", ids.clone())
         # slot[v] = position of word v in ``weight``, -1 for rows left to the base. Derived
-        # from ``ids``, so not saved.
-        slot = torch.full((V,), -1, dtype=torch.long)
-        slot[ids] = torch.arange(len(ids))
-        self.register_buffer("slot", slot, persistent=False)
+        # from ``ids``, so not saved (and rebuilt when a checkpoint's ids are loaded).
+        self.register_buffer("slot", torch.empty(V, dtype=torch.long), persistent=False)
+        self._index_slots()
         self.weight = nn.Parameter(init.detach().float().clone())
+
+    def _index_slots(self) -> None:
+        self.slot.fill_(-1)
+        self.slot[self.ids] = torch.arange(len(self.ids), device=self.ids.device)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._index_slots()
 
     def apply_weight(self, w: Tensor) -> Tensor:
         return w.index_put((self.ids,), self.weight)  # out of place: ``w`` is left as it is

@@ -1,9 +1,9 @@
 """``lmfix run --jobs N``: train N variants at once, each in a worker process of its own.
 
 The parent (``lmfix run``) builds the embeddings first, then hands each variant to a worker,
-``python -m lmfix.jobs SPEC``, which does exactly what ``--jobs 1`` does for it
-(:func:`lmfix.run._train_variant`: keep a finished run, resume an unfinished one, else train
-it) into the variant's own run directory. So the run directories, and the report made from
+``python -m lmfix.run SPEC`` (:func:`worker_main`), which does exactly what ``--jobs 1`` does
+for it (``lmfix.run._train_variant``: resume an unfinished run, else train it) into the
+variant's own run directory. So the run directories, and the report made from
 them, are those of ``--jobs 1``; what a worker prints goes to ``OUT/logs/NAME.log``, and the
 parent prints one line when a variant starts and one when it ends (with its perplexities).
 
@@ -35,6 +35,7 @@ Failures
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -139,20 +140,16 @@ class _Signals:
         return False
 
 
-def train_parallel(cfgs: list, out: Path, force: bool, jobs: int) -> dict[str, str]:
-    """Train the variants ``cfgs`` in up to ``jobs`` worker processes.
+def train_parallel(planned: list, out: Path, force: bool, jobs: int,
+                   worker: str = "lmfix.run") -> dict[str, str]:
+    """Train the variants ``planned``, (TrainConfig, "fresh" | "resume") pairs, in up to
+    ``jobs`` worker processes, ``python -m WORKER SPEC`` (a module that calls
+    :func:`worker_main`).
 
     Returns {variant name: error} for those that did not finish (empty if all did); raises
     :class:`Interrupted` once the workers have stopped after a SIGINT/SIGTERM.
     """
-    from .run import plan_variant
-    todo = []
-    for cfg in cfgs:  # settings that differ from a run already there: refused before any start
-        action = plan_variant(cfg, force)
-        if action == "kept":
-            print(f"{Path(cfg.out).name}: finished already, kept", flush=True)
-        else:
-            todo.append(_Job(cfg, action))
+    todo = [_Job(cfg, action) for cfg, action in planned]
     if not todo:
         return {}
     n = min(jobs, len(todo))
@@ -160,7 +157,8 @@ def train_parallel(cfgs: list, out: Path, force: bool, jobs: int) -> dict[str, s
     gpus = cuda_devices(todo[0].cfg.device)
     logs = Path(out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    on = f"{len(gpus)} GPU(s)" if gpus else f"{threads} CPU thread(s) each"
+    on = (f"over {len(gpus)} GPU(s), " if gpus else "") + \
+        f"{threads} CPU thread{'s' if threads > 1 else ''} each"
     print(f"training {len(todo)} variant(s), {n} at a time ({on}); worker logs in {logs}",
           flush=True)
     queue, running, failed = deque(todo), {}, {}
@@ -168,12 +166,12 @@ def train_parallel(cfgs: list, out: Path, force: bool, jobs: int) -> dict[str, s
         try:
             while queue or running:
                 if sig.got:
-                    _stop_all(running, sig, failed)
+                    _stop_all(running, sig)
                     raise Interrupted(f"interrupted by {sig.got[0]}", sig.got[0])
                 for slot in range(n):
                     if slot not in running and queue:
                         job = queue.popleft()
-                        _start(job, slot, threads, gpus, logs, force)
+                        _start(job, slot, threads, gpus, logs, force, worker)
                         running[slot] = job
                 for slot, job in list(running.items()):
                     rc = job.proc.poll()
@@ -183,16 +181,19 @@ def train_parallel(cfgs: list, out: Path, force: bool, jobs: int) -> dict[str, s
                 time.sleep(POLL_S)
         finally:
             if running:  # an error in this loop itself: leave no worker behind
-                _stop_all(running, sig, failed, quiet=True)
+                _stop_all(running, sig, quiet=True)
     return failed
 
 
-def _start(job: _Job, slot: int, threads: int, gpus: list[str], logs: Path, force: bool) -> None:
+def _start(job: _Job, slot: int, threads: int, gpus: list[str], logs: Path, force: bool,
+           worker: str = "lmfix.run") -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         job.where = f"cuda:{slot % len(gpus)}"
+    elif job.cfg.device.startswith("cuda"):  # one named device (cuda:1): every worker on it
+        job.where = job.cfg.device
     else:
         job.where = f"{threads} CPU thread{'s' if threads > 1 else ''}"
     root = str(Path(__file__).resolve().parents[1])  # a source checkout: keep it importable
@@ -204,7 +205,7 @@ def _start(job: _Job, slot: int, threads: int, gpus: list[str], logs: Path, forc
         f.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {job.action} "
                 f"on {job.where}\n")
         f.flush()
-        job.proc = subprocess.Popen([sys.executable, "-m", "lmfix.jobs", json.dumps(spec)],
+        job.proc = subprocess.Popen([sys.executable, "-m", worker, json.dumps(spec)],
                                     stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True)
     job.slot, job.started, job.started_wall = slot, time.perf_counter(), time.time()
@@ -239,12 +240,12 @@ def _ended(job: _Job, rc: int, failed: dict[str, str], logs: Path) -> None:
     print(f"{job.name}: FAILED after {took}: {_short(err)} (log: {log})", flush=True)
 
 
-def _stop_all(running: dict, sig: _Signals, failed: dict, quiet: bool = False) -> None:
+def _stop_all(running: dict, sig: _Signals, quiet: bool = False) -> None:
     """Forward the signal to every worker, wait for their checkpoints, kill laggards."""
     name = sig.got[0] if sig.got else "SIGTERM"
     signum, asked = signal.Signals[name], len(sig.got)
     for job in running.values():
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError):  # (it just ended)
             job.proc.send_signal(signum)
     deadline = time.perf_counter() + STOP_TIMEOUT_S
     while any(j.proc.poll() is None for j in running.values()):
@@ -252,7 +253,7 @@ def _stop_all(running: dict, sig: _Signals, failed: dict, quiet: bool = False) -
             for job in running.values():
                 if job.proc.poll() is None and not job.killed:
                     job.killed = True
-                    with _suppress():
+                    with contextlib.suppress(ProcessLookupError):
                         job.proc.kill()
                     if not quiet:
                         print(f"{job.name}: killed (it had not stopped); it resumes from its "
@@ -272,21 +273,13 @@ def _stop_all(running: dict, sig: _Signals, failed: dict, quiet: bool = False) -
     running.clear()
 
 
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, ProcessLookupError)
-
-
 def _took(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m} min {s} s" if m else f"{seconds:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------
-# The worker: python -m lmfix.jobs SPEC (started by train_parallel, not meant for users)
+# The worker: python -m lmfix.run SPEC (started by train_parallel, not meant for users)
 
 
 def _watch_parent(parent: int) -> None:
@@ -302,12 +295,21 @@ def _terminated(signum, frame):
     raise Interrupted("interrupted by SIGTERM", "SIGTERM")
 
 
-def _record_failure(out: Path, error: str) -> None:
-    if rundir.read_status(out).get("status") not in ("finished", "failed"):
+def _record_failure(out: Path, error: str, since: float) -> None:
+    """Mark the run failed, unless it finished or training already recorded this failure."""
+    status = rundir.read_status(out).get("status")
+    try:
+        fresh = (out / "status.json").stat().st_mtime >= since - 1
+    except OSError:
+        fresh = False
+    if status != "finished" and not (status == "failed" and fresh):
         rundir.set_status(out, "failed", error)
 
 
-def worker_main(argv: list[str]) -> int:
+def worker_main(argv: list[str], train_variant) -> int:
+    """One variant: ``train_variant(cfg, corpus=None, force, progress=False)`` with the
+    threads, signals and failure records of a worker; returns the exit status."""
+    since = time.time()
     spec = json.loads(argv[0])
     out = Path(spec["cfg"]["out"])
     signal.signal(signal.SIGTERM, _terminated)  # training installs its own while it runs
@@ -315,9 +317,8 @@ def worker_main(argv: list[str]) -> int:
     try:
         import torch
         torch.set_num_threads(spec["threads"])
-        from .run import _train_variant
         from .train import TrainConfig
-        _train_variant(TrainConfig(**spec["cfg"]), None, spec["force"], progress=False)
+        train_variant(TrainConfig(**spec["cfg"]), None, spec["force"], progress=False)
     except KeyboardInterrupt:
         print("stopped by SIGINT", flush=True)
         return 130
@@ -326,17 +327,14 @@ def worker_main(argv: list[str]) -> int:
         return e.exit_status
     except LmfixError as e:
         print(f"lmfix: error: {e}", flush=True)
-        _record_failure(out, f"{type(e).__name__}: {first_line(e)}")
+        _record_failure(out, f"{type(e).__name__}: {first_line(e)}", since)
         return 2
     except BaseException as e:  # a bug: keep its traceback in the log
         traceback.print_exc()
-        _record_failure(out, f"{type(e).__name__}: {first_line(e)}")
+        _record_failure(out, f"{type(e).__name__}: {first_line(e)}", since)
         return 1
     s = json.loads((out / "summary.json").read_text())
     print(f"{s['name']}: valid ppl {s['val_ppl']:.2f} | test ppl {s['test_ppl']:.2f} | "
           f"{s['tokens_per_s']:.0f} tokens/s", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

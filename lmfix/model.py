@@ -69,7 +69,9 @@ class LSTMLM(nn.Module):
     def __init__(self, cfg: ModelConfig, fixed_weight: torch.Tensor | None = None,
                  top_ids: torch.Tensor | None = None):
         """``fixed_weight``: the V×d vectors (mode ``fixed`` only); ``top_ids``: the
-        ``learn_top`` word ids whose rows train (most frequent first)."""
+        ``learn_top`` word ids whose rows train (most frequent first). To rebuild a model
+        for ``load_state_dict``, zeros for ``fixed_weight`` and None for ``top_ids`` (ids
+        0..K−1) will do: the checkpoint holds both."""
         super().__init__()
         if cfg.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, not {cfg.embedding!r}")
@@ -78,8 +80,8 @@ class LSTMLM(nn.Module):
             raise ValueError("a fixed_weight is required for, and only for, embedding='fixed'")
         if (cfg.learn_top or cfg.delta_rank) and not (lay.tied and lay.input == "fixed"):
             raise ValueError("learn_top and delta_rank need a fixed tied embedding (fix both)")
-        if (top_ids is None) != (not cfg.learn_top):
-            raise ValueError("top_ids are required for, and only for, learn_top > 0")
+        if top_ids is not None and not cfg.learn_top:
+            raise ValueError("top_ids are for learn_top > 0 only")
         V, d = cfg.vocab_size, cfg.emsize
         self.cfg, self.layout = cfg, lay
         # The cosine form is the fixed classifier's; with a learned one it does nothing.
@@ -119,7 +121,8 @@ class LSTMLM(nn.Module):
         self.delta = LowRankDelta(V, d, cfg.delta_rank) if cfg.delta_rank else None
         self.top_rows = None
         if cfg.learn_top:
-            top_ids = torch.as_tensor(top_ids, dtype=torch.long)
+            top_ids = torch.arange(cfg.learn_top) if top_ids is None else \
+                torch.as_tensor(top_ids, dtype=torch.long)
             if top_ids.numel() != cfg.learn_top:
                 raise ValueError(f"{top_ids.numel()} top_ids for learn_top {cfg.learn_top}")
             self.top_rows = TopRows(top_ids, vectors[top_ids], V)

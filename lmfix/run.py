@@ -25,6 +25,7 @@ from .embedding_spec import LEARNED_SPECS, check_embedding_options
 from .errors import LmfixError
 from .flags import TRAIN_FLAG_TYPES, positive_int
 from .fsutil import read_json, write_json
+from .jobs import VariantsFailed, train_parallel, worker_main
 from .model import DEFAULT_DIM
 from .tokenizer import TokenizerConfig, same_tokenizer
 from .train import TrainConfig, pick_device, train
@@ -270,13 +271,18 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
     if jobs == 1:
         for cfg in cfgs:
             _train_variant(cfg, corpus, force, progress)
-    else:
-        from .jobs import train_parallel
-        failed = train_parallel(cfgs, out, force, jobs)
+    else:  # every variant's settings are checked before any worker starts
+        todo = []
+        for cfg in cfgs:
+            action = plan_variant(cfg, force)
+            if action == "kept":
+                print(f"{Path(cfg.out).name}: finished already, kept")
+            else:
+                todo.append((cfg, action))
+        failed = train_parallel(todo, out, force, jobs)
     write_json(out / "run.json", {"preset": preset, "command": command, "variants": variants,
                                   "base": asdict(base)})
     if failed:
-        from .jobs import VariantsFailed
         raise VariantsFailed(run_dirs, failed, out)
     return run_dirs
 
@@ -326,3 +332,8 @@ def _train_variant(cfg: TrainConfig, corpus: Corpus | None, force: bool, progres
         return
     print(f"== {out.name}: training ({cfg.embedding})")
     train(cfg, command=train_command(cfg), corpus=corpus, force=True, progress=progress)
+
+
+if __name__ == "__main__":  # a worker of ``lmfix run --jobs N`` (lmfix.jobs)
+    import sys
+    sys.exit(worker_main(sys.argv[1:], _train_variant))

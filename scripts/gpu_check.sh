@@ -23,12 +23,13 @@
 # repository root is put on PYTHONPATH (lmfix need not be installed). Packages it lacks can be
 # carried as wheels in GPU_CHECK_WHEELS (default: .whl in the repository root), installed with
 # pip --no-index into OUT_DIR/site. Made on a machine with network, for the GPU machine's python
-# (3.12 here; gensim is the one lmfix needs that GPU images usually lack):
+# (3.12 here; gensim is the one lmfix needs that GPU images usually lack; it needs smart_open,
+# which needs wrapt, and numpy and scipy; add any of those the GPU machine lacks too):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl gensim==4.4.0 smart_open==7.3.0.post1 wrapt==1.17.3
-# and carry .whl along with the tree. Without a needed package its part is skipped with a line
+#       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#       --platform manylinux2014_x86_64 -d .whl gensim==4.4.0 smart_open==9.0.2
+# (28 MB) and carry .whl along with the tree. Without a needed package its part is skipped with a line
 # saying so (no gensim: the word2vec variant; no scipy: word2vec and PMI; no pytest: the tests).
 #
 # Knobs: GPU_CHECK_BUDGET_S (540: the time the steps share), GPU_CHECK_MINUTES (step d's
@@ -74,8 +75,9 @@ out="$(cd "$out" && pwd)"
 exec > >(tee -a "$out/log.txt") 2>&1
 started=$SECONDS
 budget=${GPU_CHECK_BUDGET_S:-540}
-# nothing written outside OUT_DIR: bytecode, matplotlib's and lmfix's caches, pytest's cache
-export PYTHONPYCACHEPREFIX="$out/pycache" MPLCONFIGDIR="$out/mpl" LMFIX_CACHE="$out/cache" PYTHONUNBUFFERED=1
+# nothing written outside OUT_DIR: no bytecode (existing .pyc files are still read), matplotlib's
+# and lmfix's caches under OUT_DIR, pytest's cache off
+export PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR="$out/mpl" LMFIX_CACHE="$out/cache" PYTHONUNBUFFERED=1
 cd "$root"
 
 if [ "$smoke" = 1 ]; then
@@ -199,10 +201,15 @@ if [ "$smoke" = 1 ]; then
         --jobs "$njobs" --variants "$variants" --max-minutes "$minutes" --device cpu \
         --emsize "$dim" --nhid "$dim" --epochs 1 --max-eval-tokens 200
 else
-    # embeddings (~2 min on the CPU at d = 512), start-up and the final evaluations: ~4 min
-    minutes=${GPU_CHECK_MINUTES:-$("$py" -c "print(round(min(3, max(0.5, ($(left) - 240) / 60)), 1))")}
-    limit=$(left); limit=$(( limit - 15 ))
-    [ "$limit" -ge $(( ${minutes%.*} * 60 + 180 )) ] || limit=$(( ${minutes%.*} * 60 + 180 ))
+    # M: what the budget leaves after ~4 min for the embeddings (~2 min on the CPU at d = 512),
+    # start-up and the final evaluations; the limit leaves 15 s for the summary
+    read -r minutes limit < <("$py" - "$(left)" "${GPU_CHECK_MINUTES:-}" <<'EOF'
+import sys
+left, given = int(sys.argv[1]), sys.argv[2]
+m = float(given) if given else round(min(3.0, max(0.5, (left - 240) / 60)), 1)
+print(f"{m:g}", max(left - 15, int(m * 60) + 180))
+EOF
+)
     step paper "$limit" "$py" -m lmfix run --preset paper --data "$data" --out "$out/paper" --force --quiet \
         --jobs "$njobs" --variants "$variants" --max-minutes "$minutes"
 fi

@@ -119,6 +119,8 @@ class Cfg:  # the numeric fields of TrainConfig, with its defaults
     sp_vocab_size: object = 8000
     log_interval: object = 200
     checkpoint_every: object = 10.0
+    learn_top: object = 0
+    delta_rank: object = 0
 
 
 def test_train_flag_types_cover_trainconfig_numbers():
@@ -146,16 +148,16 @@ def test_embedding_flag_types_cover_the_cli_dests():
     ("bptt", -5, "--bptt: -5 is not an integer ≥ 1"),
     ("batch_size", 0, "--batch-size: 0 is not an integer ≥ 1"),
     ("max_train_tokens", -5, "--max-train-tokens: -5 is not an integer ≥ 1"),
-    ("lr", -1, "--lr: -1 is not a finite number > 0"),
+    ("lr", -1, "--lr: -1 is not a finite number in (0, 3.40282e+38]"),
     ("nlayers", 0, "--nlayers: 0 is not an integer ≥ 1"),
     ("dropout", 2, "--dropout: 2 is not a finite number in [0, 1)"),
-    ("clip", -0.1, "--clip: -0.1 is not a finite number ≥ 0"),
-    ("lr", float("nan"), "--lr: nan is not a finite number > 0"),
+    ("clip", -0.1, "--clip: -0.1 is not a finite number in [0, 3.40282e+38]"),
+    ("lr", float("nan"), "--lr: nan is not a finite number in (0, 3.40282e+38]"),
     ("max_minutes", 10**400, "--max-minutes: 1000"),
     ("nlayers", True, "--nlayers: True is not an integer ≥ 1"),
     ("bptt", 2.5, "--bptt: 2.5 is not an integer ≥ 1"),
     ("epochs", "3", "--epochs: '3' is not an integer ≥ 1"),
-    ("lr", None, "--lr: None is not a finite number > 0"),
+    ("lr", None, "--lr: None is not a finite number in (0, 3.40282e+38]"),
     ("seed", 2**32, "--seed: 4294967296 is not an integer in [0, 4294967295]"),
 ])
 def test_check_train_config_names_flag_value_and_range(field, value, message):
@@ -168,7 +170,7 @@ def test_check_train_config_lists_every_problem_and_accepts_numpy_and_none():
     with pytest.raises(LmfixError) as info:
         check_train_config(Cfg(bptt=0, lr=0, dropout=1.0))
     assert str(info.value) == ("--dropout: 1.0 is not a finite number in [0, 1); "
-                               "--lr: 0 is not a finite number > 0; "
+                               "--lr: 0 is not a finite number in (0, 3.40282e+38]; "
                                "--bptt: 0 is not an integer ≥ 1")
     check_train_config(Cfg(bptt=np.int64(5), lr=np.float32(0.5), clip=0, emsize=None))
 
@@ -180,3 +182,12 @@ def test_check_train_config_lists_every_problem_and_accepts_numpy_and_none():
 def test_clip_zero_means_no_clipping_and_is_documented():
     assert flags.TRAIN_FLAG_TYPES["clip"]("0") == 0.0
     assert "0 means NO clipping" in flags.__doc__
+
+
+def test_lr_beyond_float32_is_refused_at_parse_time():
+    """Found by tests/test_flags_fuzz.py: --lr 3.4e38 passed as finite, then torch's SGD step
+    failed with "value cannot be converted to type float without overflow"."""
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match="3.40282e"):
+        flags.TRAIN_FLAG_TYPES["lr"]("3.5e38")
+    assert flags.TRAIN_FLAG_TYPES["lr"]("3.4e38") == 3.4e38

@@ -138,3 +138,43 @@ def test_format_bytes():
     assert format_bytes(1331120000000) == "1.3 TB"
     assert format_bytes(22_100_000_000) == "22.1 GB"
     assert format_bytes(10**20) == "100000.0 PB"
+
+
+# issue 14: every split of given vectors (--fix) and the trainable parts of a fixed tied table
+SPLITS = [("learned", None, 0, 0), ("learned-untied", None, 0, 0), ("fixed", None, 0, 0),
+          ("fixed", "both", 0, 0), ("fixed", "input", 0, 0), ("fixed", "output", 0, 0),
+          ("fixed", "none", 0, 0), ("fixed", "both", 5, 0), ("fixed", "both", 0, 3),
+          ("fixed", "both", 4, 2)]
+
+
+@pytest.mark.parametrize("mode,fix,top,rank", SPLITS)
+@pytest.mark.parametrize("V,d,h,nlayers", [(100, 10, 10, 1), (37, 6, 11, 3)])
+def test_every_split_counts_exactly_as_real_models(mode, fix, top, rank, V, d, h, nlayers):
+    cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode, fix=fix,
+                      learn_top=top, delta_rank=rank)
+    model = LSTMLM(cfg, torch.randn(V, d) if mode == "fixed" else None,
+                   torch.arange(top) if top else None)
+    counts = count_params(model)
+    assert memory.param_counts(V, d, h, nlayers, mode, fix, top, rank) == {
+        "trainable": counts["trainable"], "fixed": counts["fixed"]}
+    est = estimate_train_bytes(V, d, h, nlayers, 2, 3, mode, "adam", fix=fix, learn_top=top,
+                               delta_rank=rank)
+    assert est["parameters"] == counts["trainable"] * 4
+    assert est["fixed_buffer"] == counts["fixed"] * 4
+    assert est["optimizer"] == 2 * est["parameters"]
+
+
+def test_loss_holds_a_weight_gradient_exactly_when_the_classifier_trains():
+    V, d = 1000, 16
+    base = estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", fix="both")
+    for fix in ("output",):  # a bare fixed classifier: no V×d gradient
+        assert estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", fix=fix)["loss"] == \
+            base["loss"]
+    for kw in ({"fix": "input"}, {"fix": "none"}):  # a learned classifier: two V×d
+        assert estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", **kw)["loss"] == \
+            base["loss"] + 2 * V * d * 4
+    # trainable parts make the combined matrix trainable: two gradients and the matrix
+    top = estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", learn_top=10)
+    assert top["loss"] == base["loss"] + 3 * V * d * 4
+    with pytest.raises(LmfixError, match="fix"):
+        memory.param_counts(V, d, d, 1, "learned", "input")

@@ -105,8 +105,9 @@ def report(tmp_path_factory):
 
 
 def md_rows(out: Path) -> dict[str, list[str]]:
+    """The rows of report.md's first table, the runs' (later tables: the Pareto front...)."""
     rows = {}
-    for line in (out / "report.md").read_text().splitlines():
+    for line in (out / "report.md").read_text().split("\n\n## ")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| variant"):
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             rows[cells[0]] = cells
@@ -183,8 +184,8 @@ def test_csv_and_json_agree_with_summaries(report, tmp_path):
 def test_plots_written(report):
     results, out, _ = report
     assert results["plots"] == {"val_ppl": "val_ppl.png", "scale": "scale.png",
-                                "params": "params.png"}
-    for name in ("val_ppl.png", "scale.png", "params.png"):
+                                "params": "params.png", "frontier": "frontier.png"}
+    for name in ("val_ppl.png", "scale.png", "params.png", "frontier.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000, name
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries behind
@@ -193,7 +194,7 @@ def test_plots_written(report):
 def test_index_html(report):
     _, out, _ = report
     page = (out / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 4  # + frontier.png (3 finished runs)
     assert "http://" not in page and "https://" not in page  # works offline
     for name in RUNS:
         assert f"<tr><td>{name}</td>" in page

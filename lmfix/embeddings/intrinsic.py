@@ -93,9 +93,10 @@ def _pairs(kv, path: str) -> dict:
                 continue
             total += 1
             evaluated += fields[0].upper() in known and fields[1].upper() in known
-    if not evaluated:  # gensim raises ValueError when every pair has an unknown word
-        return {"spearman": None, "pearson": None, "oov_pct": 100.0, "evaluated": 0,
-                "total": total}
+    if evaluated < 3:  # gensim raises ValueError below 2 pairs; 2 ranks say nothing either
+        return {"spearman": None, "pearson": None,
+                "oov_pct": 100.0 * (total - evaluated) / total if total else 100.0,
+                "evaluated": evaluated, "total": total}
     pearson, spearman, _ = kv.evaluate_word_pairs(path, case_insensitive=True)
     return {"spearman": _finite(spearman[0]), "pearson": _finite(pearson[0]),
             "oov_pct": 100.0 * (total - evaluated) / total, "evaluated": evaluated,
