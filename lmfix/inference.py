@@ -5,7 +5,7 @@ over this module::
 
     >>> import lmfix
     >>> m = lmfix.load("runs/quick/runs/learned", device="cpu")     # doctest: +SKIP
-    >>> m.evaluate("test")["splits"]["test"]["ppl"]                  # = summary.json's test_ppl
+    >>> m.evaluate("test")["splits"]["test"]["ppl"]                 # doctest: +SKIP
     >>> m.perplexity(open("notes.txt", encoding="utf-8"))["ppl"]     # doctest: +SKIP
     >>> print(m.generate("The king", words=30, seed=1)[0])           # doctest: +SKIP
     >>> m.embedding().most_similar("king")                          # doctest: +SKIP

@@ -25,7 +25,7 @@
 # pip --no-index into OUT_DIR/site. Made on a machine with network, for the GPU machine's python
 # (3.12 here; gensim is the one lmfix needs that GPU images usually lack; it needs smart_open,
 # which needs wrapt, and numpy and scipy; add any of those the GPU machine lacks too):
-#   echo /.whl/ >> .git/info/exclude
+#   (.whl/ is in .gitignore)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #       --platform manylinux2014_x86_64 -d .whl gensim==4.4.0 smart_open==9.0.2
