@@ -74,7 +74,8 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
              "parameters (default 0: off)")
     add(g, "--delta-rank", default=d.delta_rank, metavar="R",
         help="fixed tied embedding: use W + A B, W the fixed vectors, A (V x R, starts at 0) and "
-             "B (R x d, small random start) trained: R (V + d) more trainable parameters "
+             "B (R x d, random start, trained 100x more slowly than A: see "
+             "lmfix.embedding_parts) trained: R (V + d) more trainable parameters "
              "(default 0: off)")
     add(g, "--oov", choices=("error", "random", "zero"), default=d.oov,
         help="LM words missing from an embedding file: error (default), a random vector of "

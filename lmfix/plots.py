@@ -223,12 +223,19 @@ def plot_frontier(points: list[dict], path: Path) -> None:
         ys = [p["val_ppl"] for p in front]
         right = max(p["trainable"] for p in pts)
         ax.step(xs + [right], ys + [ys[-1]], where="post", color="black", linestyle="--",
-                linewidth=1.2, zorder=2, label="Pareto front (fewest trainable parameters "
-                "for a perplexity)")
-        ax.legend(loc="upper right", fontsize="small")
+                linewidth=1.2, zorder=2, label="Pareto front: the lowest perplexity reached "
+                "with at most that many trainable parameters")
+        # below the axes, where it can cover no point or label
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), fontsize="small",
+                  frameon=False)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_count_label))
-    _readable_log_y(ax, [p["val_ppl"] for p in pts])
+    values = [p["val_ppl"] for p in pts]
+    _readable_log_y(ax, values)
+    if 10 <= max(values) / min(values) < 100:  # a decade or two: label 2, 3, 5 in each too
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda y, _pos: f"{y:g}" if f"{y:.0e}"[0] in "235" else ""))
+    ax.set_ylim(min(values) / 1.15, max(values) * 1.25)  # room for the top point's label
     xs = [p["trainable"] for p in pts]
     ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2)  # room for the labels on the right
     ax.set_xlabel("trainable parameters (log scale)")

@@ -186,7 +186,7 @@ def test_parts_start_at_the_fixed_vectors_and_combine_as_documented():
         m.delta.A.normal_()
         m.top_rows.weight.add_(1.0)
     w = m.output_table.weight().detach()
-    expect = m.fixed_weight + m.delta.A @ m.delta.B
+    expect = m.fixed_weight + m.delta.A @ (m.delta.GAIN * m.delta.B)
     expect[m.top_rows.ids] = m.top_rows.weight  # the trained rows replace theirs whole
     assert torch.allclose(w, expect, atol=1e-6)
     assert torch.allclose(m.embed(ids), w[ids], atol=1e-6)
