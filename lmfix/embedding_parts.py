@@ -10,8 +10,8 @@ batch of rows, and never builds a V×d matrix for it). The parts (issue 14):
 - :class:`TopRows` (``--learn-top K``): K trainable rows, initialized from the base's rows of
   the K most frequent training words, *replace* those rows; the other V − K stay as they are.
 - :class:`LowRankDelta` (``--delta-rank R``): adds A·B̃, A (V×R) zero-initialized and B̃ (R×d)
-  random (see its docstring for why B̃, not A, is the random one, and why B̃ is stored as
-  B̃ / 0.1).
+  random (see its docstring for why B̃, not A, is the random one, and why the parameter
+  trained is B = B̃ / 0.1).
 
 Where gradients go. A fixed base is a *buffer*: it never requires grad, never enters the
 optimizer and never gets a gradient or optimizer state. With trainable parts the combined
@@ -39,7 +39,7 @@ Example::
 
     >>> import torch
     >>> base = torch.eye(4, 2)
-    >>> top = TopRows(torch.tensor([2]), base[[2]])
+    >>> top = TopRows(torch.tensor([2]), base[[2]], 4)
     >>> table = EmbeddingTable(base, [top])
     >>> torch.equal(table.weight(), base), torch.equal(table.embed(torch.tensor([2, 0])), base[[2, 0]])
     (True, True)
@@ -110,16 +110,18 @@ class TopRows(nn.Module):
     K×d parameter, initialized from ``init`` (the fixed rows).
     """
 
-    def __init__(self, ids: Tensor, init: Tensor, vocab_size: int | None = None):
+    def __init__(self, ids: Tensor, init: Tensor, vocab_size: int):
         super().__init__()
         ids = torch.as_tensor(ids, dtype=torch.long).flatten()
         if ids.numel() != len(init) or ids.unique().numel() != ids.numel():
             raise ValueError(f"TopRows needs {len(init)} distinct ids, got {ids.tolist()[:10]}")
-        V = vocab_size if vocab_size is not None else int(ids.max()) + 1
+        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < vocab_size:
+            raise ValueError(f"TopRows ids must be word ids below {vocab_size}")
         self.register_buffer("ids", ids.clone())
         # slot[v] = position of word v in ``weight``, -1 for rows left to the base. Derived
         # from ``ids``, so not saved (and rebuilt when a checkpoint's ids are loaded).
-        self.register_buffer("slot", torch.empty(V, dtype=torch.long), persistent=False)
+        self.register_buffer("slot", torch.empty(vocab_size, dtype=torch.long),
+                             persistent=False)
         self._index_slots()
         self.weight = nn.Parameter(init.detach().float().clone())
 

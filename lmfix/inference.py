@@ -310,13 +310,12 @@ class LanguageModel:
     # -- embedding -----------------------------------------------------------------------------
 
     def embedding(self):
-        """The V×d input embedding as gensim ``KeyedVectors`` (keys: the run's vocabulary):
-        the learned ``encoder.weight``, or the fixed matrix as the model uses it (after its
-        ``--embedding-norm`` and, with ``--cosine``, unit rows)."""
+        """The V×d input embedding as gensim ``KeyedVectors`` (keys: the run's vocabulary), as
+        the model uses it: learned, fixed (after ``--embedding-norm`` and, with ``--cosine``,
+        unit rows), or fixed plus its trained parts (``--learn-top``, ``--delta-rank``)."""
         import numpy as np
         from gensim.models import KeyedVectors
-        weight = (self.model.fixed_weight if self.model.cfg.embedding == "fixed"
-                  else self.model.encoder.weight)
+        weight = self.model.input_table.weight()  # any mode: fixed, learned, or both combined
         vectors = weight.detach().float().cpu().numpy().astype(np.float32)
         kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
         kv.add_vectors(list(self.vocab.words), vectors)

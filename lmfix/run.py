@@ -2,7 +2,9 @@
 the report with :mod:`lmfix.report`).
 
     OUT/
-      embeddings/   word2vec-d200.bin, pmi-d200.bin (+ .json sidecars), reused when settings match
+      embeddings/   word2vec-d200.bin, pmi-d200.bin (+ .json sidecars), reused when settings match,
+                    one per dimension the variants need; FILE.intrinsic.json: word similarity
+                    and analogy scores (lmfix.embeddings.intrinsic)
       runs/NAME/    one run directory per variant (see lmfix.rundir)
       logs/NAME.log what each variant's worker printed (``--jobs`` > 1 only; see lmfix.jobs)
       run.json      the preset, variants and settings of the last ``lmfix run``

@@ -424,7 +424,8 @@ def _stop_requested(run: _Run, batch: int, hidden, log: _IntervalLog) -> bool:
     epoch early (True). Decided by all processes together, so none waits alone in a
     collective."""
     sig = run.stop_flag() is not None
-    late = bool(run.cfg.max_minutes) and \
+    # At least one step always runs, so even a tiny budget reports a trained model's figures.
+    late = bool(run.cfg.max_minutes) and run.state.tokens_seen > 0 and \
         time.perf_counter() - run.started > run.cfg.max_minutes * 60
     if run.dist.enabled:
         sig, late = (v > 0 for v in distributed.all_reduce_sum([sig, late], run.dist,

@@ -267,3 +267,16 @@ def test_help_renders(cmd, capsys):
 def test_json_is_strict_even_for_infinite_values():
     from lmfix.inference import finite_or_none
     assert finite_or_none({"a": [math.inf, 1.0], "b": math.nan}) == {"a": [None, 1.0], "b": None}
+
+
+@pytest.mark.parametrize("fix", ["none", "output"])
+def test_embedding_of_partly_fixed_runs_is_the_input_table(runs, fix):
+    """--fix none has no fixed buffer, and --fix output's fixed matrix is the classifier, not
+    the input: embedding() read fixed_weight for every fixed mode (crash / wrong matrix)."""
+    import numpy as np
+    out = runs["root"] / f"fix-{fix}"
+    train(TrainConfig(data=str(runs["data"]), out=str(out), embedding="random-orthogonal",
+                      fix=fix, **TINY_RUN), progress=False)
+    m = lmfix.load(out)
+    np.testing.assert_array_equal(m.embedding().vectors,
+                                  m.model.input_table.weight().detach().numpy())

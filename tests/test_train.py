@@ -180,3 +180,4 @@ def test_max_minutes_stops_training_then_validates_and_tests(tiny_corpus_dir, tm
               if json.loads(l)["kind"] == "epoch"]
     assert len(epochs) == 1 and epochs[0]["partial"] is True
     assert s["epochs"] == 1 and math.isfinite(s["test_ppl"])
+    assert s["train_tokens"] > 0 and s["tokens_per_s"] > 0  # at least one step always runs
