@@ -21,9 +21,9 @@ applies to a config built in Python, where argparse never runs.
     seed                          [0, 2^32 − 1]  what numpy's RandomState (gensim) accepts;
                                             torch.manual_seed takes 64 bits, even after + rank
     max_train_tokens,
-    max_eval_tokens               ≥ 1       0 tokens cannot train or evaluate; leave the flag
-                                            out for "no limit" (a negative value used to count
-                                            from the end: all but 5 tokens)
+    max_eval_tokens               ≥ 0       0 = no limit (how `lmfix run` lifts a preset's
+                                            cap); a negative value used to count from the end
+                                            (all but 5 tokens)
     max_minutes                   > 0       finite
     checkpoint_every              ≥ 0       finite minutes; 0 = at epoch ends only
     learn_top, delta_rank         ≥ 0       0 = off; learn_top ≤ V is checked once the
@@ -180,7 +180,7 @@ TRAIN_FLAG_TYPES: dict[str, Range] = {
     "lr": positive_f32, "clip": nonneg_f32, "epochs": positive_int,
     "batch_size": positive_int, "eval_batch_size": positive_int, "bptt": positive_int,
     "weight_decay": nonneg_f32, "seed": seed,
-    "max_train_tokens": positive_int, "max_eval_tokens": positive_int,
+    "max_train_tokens": nonneg_int, "max_eval_tokens": nonneg_int,  # 0: no limit
     "max_minutes": positive_finite_float, "log_interval": positive_int,
     "checkpoint_every": nonneg_finite_float,
     "learn_top": nonneg_int, "delta_rank": nonneg_int,

@@ -77,6 +77,13 @@ class TrainConfig:
     log_interval: int = 200
     checkpoint_every: float = 10.0  # minutes between mid-epoch checkpoints
 
+    def __post_init__(self) -> None:
+        # 0 tokens means "no limit" (how `lmfix run` lifts a preset's cap); one spelling, None,
+        # is kept so configs compare equal on resume
+        for name in ("max_train_tokens", "max_eval_tokens"):
+            if getattr(self, name) == 0:
+                setattr(self, name, None)
+
 
 @dataclass
 class TrainState:

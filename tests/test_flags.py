@@ -147,7 +147,7 @@ def test_embedding_flag_types_cover_the_cli_dests():
 @pytest.mark.parametrize("field,value,message", [
     ("bptt", -5, "--bptt: -5 is not an integer ≥ 1"),
     ("batch_size", 0, "--batch-size: 0 is not an integer ≥ 1"),
-    ("max_train_tokens", -5, "--max-train-tokens: -5 is not an integer ≥ 1"),
+    ("max_train_tokens", -5, "--max-train-tokens: -5 is not an integer ≥ 0"),
     ("lr", -1, "--lr: -1 is not a finite number in (0, 3.40282e+38]"),
     ("nlayers", 0, "--nlayers: 0 is not an integer ≥ 1"),
     ("dropout", 2, "--dropout: 2 is not a finite number in [0, 1)"),
@@ -191,3 +191,11 @@ def test_lr_beyond_float32_is_refused_at_parse_time():
     with pytest.raises(argparse.ArgumentTypeError, match="3.40282e"):
         flags.TRAIN_FLAG_TYPES["lr"]("3.5e38")
     assert flags.TRAIN_FLAG_TYPES["lr"]("3.4e38") == 3.4e38
+
+
+def test_zero_tokens_means_no_limit():
+    """`lmfix run --preset quick --max-train-tokens 0` lifts the preset's 300k cap."""
+    from lmfix.train import TrainConfig
+    assert flags.TRAIN_FLAG_TYPES["max_train_tokens"]("0") == 0
+    cfg = TrainConfig(max_train_tokens=0, max_eval_tokens=0)
+    assert cfg.max_train_tokens is None and cfg.max_eval_tokens is None

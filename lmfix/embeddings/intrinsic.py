@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 
 from ..errors import LmfixError
 from ..fsutil import read_json, write_json
-from .vectors import Embeddings, load_embeddings
+from .vectors import Embeddings, file_sha256, load_embeddings
 
 # name -> (gensim test-data file, kind)
 TEST_SETS = {"wordsim353": ("wordsim353.tsv", "pairs"), "simlex999": ("simlex999.txt", "pairs"),
@@ -135,21 +134,13 @@ def intrinsic_path(embedding_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + _SUFFIX)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ensure_scores(embedding_path: str | os.PathLike,
                   counts: dict[str, int] | None = None) -> dict:
     """The scores of an embedding file, from FILE.intrinsic.json when it was made from this
     very file (same sha256), else computed and written there."""
     path = Path(embedding_path)
     cached = intrinsic_path(path)
-    digest = _file_sha256(path)
+    digest = file_sha256(path)
     if cached.is_file():
         old = read_json(cached)
         if isinstance(old, dict) and old.get("file_sha256") == digest \

@@ -128,7 +128,7 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike, fmt: str | None = 
         kv.save_word2vec_format(str(tmp), binary=binary)
         meta = dict(emb.meta)
         meta["file"] = {"format": "binary" if binary else "text", "n_words": len(emb),
-                        "dim": emb.dim, "sha256": _sha256(tmp)}
+                        "dim": emb.dim, "sha256": file_sha256(tmp)}
         write_json(sidecar_path(path), meta)
 
 
@@ -147,7 +147,8 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (embedding files run to 100s of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
