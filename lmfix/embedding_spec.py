@@ -27,6 +27,16 @@ class ResolvedEmbedding:
     coverage: dict = field(default_factory=dict)
 
 
+def planned(spec: str, emsize: int | None) -> tuple[str, int] | None:
+    """(model mode, dim) of a learned embedding or a basis before anything is built, so the
+    memory check can refuse an impossible size first; None for a file (its dim is its own)."""
+    if spec in LEARNED_SPECS:
+        return spec, emsize or DEFAULT_DIM
+    if spec in BASIS_SPECS:
+        return "fixed", emsize or DEFAULT_DIM
+    return None
+
+
 def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
                       oov: str = "error", tokenizer: dict | None = None) -> ResolvedEmbedding:
     """``emsize`` None means "take the file's dimension" (DEFAULT_DIM for learned and bases);

@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .data import Corpus, batchify, get_batch, load_corpus
 from .distributed import Dist
 from .embedding_parts import top_ids
-from .embedding_spec import check_embedding_options, resolve_embedding
+from .embedding_spec import check_embedding_options, planned, resolve_embedding
 from .errors import Interrupted, LmfixError, first_line
 from .flags import check_train_config
 from .memory import check_fits, estimate_train_bytes
@@ -176,16 +176,25 @@ def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
 def build_model(cfg: TrainConfig, corpus: Corpus,
                 device: torch.device = torch.device("cpu")) -> tuple[LSTMLM, ModelConfig, dict]:
     """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
+    V = len(corpus.vocab)
+    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V)
+
+    def check_size(mode: str, dim: int) -> None:
+        check_fits(estimate_train_bytes(
+            V, dim, cfg.nhid, cfg.nlayers, cfg.batch_size, cfg.bptt, mode, cfg.optimizer,
+            cfg.eval_batch_size, device_type=device.type, amp=cfg.amp,
+            fix=(cfg.fix or "both") if mode == "fixed" else None, learn_top=cfg.learn_top,
+            delta_rank=cfg.delta_rank), device)
+
+    known = planned(cfg.embedding, cfg.emsize)
+    if known:  # before a V×d basis is built (a file's size is already on disk)
+        check_size(*known)
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
                             corpus.tokenizer.identity())
-    emsize, V = res.dim, len(corpus.vocab)
-    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V)
+    if not known:
+        check_size(res.mode, res.dim)
+    emsize = res.dim
     fix = (cfg.fix or "both") if res.mode == "fixed" else None
-    check_fits(estimate_train_bytes(V, emsize, cfg.nhid, cfg.nlayers,
-                                    cfg.batch_size, cfg.bptt, res.mode, cfg.optimizer,
-                                    cfg.eval_batch_size, device_type=device.type, amp=cfg.amp,
-                                    fix=fix, learn_top=cfg.learn_top, delta_rank=cfg.delta_rank),
-               device)
     mcfg = ModelConfig(vocab_size=V, emsize=emsize, nhid=cfg.nhid or emsize,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
                        cosine=cfg.cosine, scale_init=cfg.scale_init, fix=fix,

@@ -178,3 +178,16 @@ def test_loss_holds_a_weight_gradient_exactly_when_the_classifier_trains():
     assert top["loss"] == base["loss"] + 3 * V * d * 4
     with pytest.raises(LmfixError, match="fix"):
         memory.param_counts(V, d, d, 1, "learned", "input")
+
+
+@pytest.mark.parametrize("embedding", ["hadamard", "random-orthogonal", "learned"])
+def test_impossible_size_is_refused_before_a_basis_is_built(tiny_corpus_dir, tmp_path, capsys,
+                                                            embedding):
+    """`--embedding hadamard --emsize 10000000` built the V×d basis first and died in numpy's
+    allocator with a traceback; the memory check now comes before it."""
+    from lmfix.cli import main
+    code = main(["train", "--data", str(tiny_corpus_dir), "--embedding", embedding,
+                 "--emsize", "10000000", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("lmfix: error: the model needs about") and \
+        "Traceback" not in err
