@@ -48,7 +48,8 @@ def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = Fal
         help=f"embedding size d (default: the embedding file's, else {DEFAULT_DIM})")
     add(g, "--nhid", default=d.nhid,
         help="LSTM hidden size (default: emsize; if different, a learned projection maps it "
-             "to emsize before the tied classifier)")
+             "to emsize before the tied classifier; it trains at a lower --lr than 20, "
+             "see the README)")
     add(g, "--nlayers", default=d.nlayers, help="LSTM layers (default %(default)s)")
     add(g, "--dropout", default=d.dropout,
         help="dropout on embeddings and LSTM output (default %(default)s)")

@@ -196,16 +196,20 @@ def test_variant_settings_are_checked_before_anything_runs(tiny_corpus_dir, tmp_
 def test_frontier_grid_spans_the_issue():
     grid = frontier_variants(64)
     assert len(grid) == len(set(grid)) == 17
-    assert grid[:4] == ["learned:emsize=16", "learned:emsize=32", "learned", "learned-untied"]
+    assert grid[:4] == ["learned:emsize=16:nhid=16", "learned:emsize=32:nhid=32", "learned",
+                        "learned-untied"]
     for v in ("word2vec", "pmi:fix=input", "word2vec:fix=output", "pmi:fix=none",
               "word2vec:learn-top=5000", "word2vec:delta-rank=16", "random-orthogonal"):
         assert v in grid
     for v in grid:
-        variant_config(TrainConfig(), parse_variant(v))  # every entry is valid
+        cfg = variant_config(TrainConfig(emsize=64, nhid=64), parse_variant(v))  # all valid
+        # Smaller learned models shrink the LSTM too: no projection (it barely trains at lr 20).
+        assert cfg.nhid == cfg.emsize
     p = PRESETS["frontier"]
     assert p.train["epochs"] == 1 and p.train["max_train_tokens"] is None
     assert p.train["emsize"] == 64 and p.cuda["emsize"] == 512
-    assert frontier_variants(512)[:2] == ["learned:emsize=128", "learned:emsize=256"]
+    assert frontier_variants(512)[:2] == ["learned:emsize=128:nhid=128",
+                                          "learned:emsize=256:nhid=256"]
 
 
 def test_pareto_front():
