@@ -3,6 +3,9 @@
     lmfix run --preset quick --data ../shared/data/wikitext-2 --out runs/quick
     python scripts/check_readme_quick.py runs/quick [--readme README.md] [--tolerance 0.01]
 
+The frontier table likewise: ``python scripts/check_readme_quick.py runs/frontier --heading
+"## The parameter frontier"`` (the first table of the README section the heading starts).
+
 Rows are matched by variant. Perplexities may differ by --tolerance (relative: thread counts
 and BLAS builds change the last digits); parameter counts must be equal, since any change
 there means the model itself changed. Exits 1 on a mismatch or a variant on one side only.
@@ -90,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", type=Path,
                    default=Path(__file__).resolve().parents[1] / "README.md")
     p.add_argument("--tolerance", type=float, default=0.01, help="relative, for perplexities")
+    p.add_argument("--heading", default=HEADING,
+                   help="the README section whose first table is checked (default %(default)r)")
     args = p.parse_args(argv)
     report_md = args.run_out_dir / "report.md"
     try:
-        readme = first_table(section_lines(args.readme.read_text()))
+        readme = first_table(section_lines(args.readme.read_text(), args.heading))
         report = first_table(report_md.read_text().splitlines())
     except (OSError, ValueError) as e:
         print(f"check_readme_quick: {e}", file=sys.stderr)
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if problems:
         return 1
-    print(f"README quick table matches {report_md} ({len(readme)} rows)")
+    print(f"README table under {args.heading!r} matches {report_md} ({len(readme)} rows)")
     return 0
 
 

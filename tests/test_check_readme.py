@@ -70,11 +70,18 @@ def test_main(tmp_path, capsys):
     out.mkdir()
     (out / "report.md").write_text(report())
     assert check.main([str(out), "--readme", str(tmp_path / "README.md")]) == 0
-    assert capsys.readouterr().out == f"README quick table matches {out}/report.md (2 rows)\n"
+    assert capsys.readouterr().out == (f"README table under {check.HEADING!r} matches "
+                                       f"{out}/report.md (2 rows)\n")
     (out / "report.md").write_text(report(total="2,229,632"))
     assert check.main([str(out), "--readme", str(tmp_path / "README.md")]) == 1
     assert "a|b: total params" in capsys.readouterr().out
     assert check.main([str(tmp_path), "--readme", str(tmp_path / "README.md")]) == 2
+    # --heading picks another section's first table: it has other numbers, so it disagrees
+    assert check.main([str(out), "--readme", str(tmp_path / "README.md"),
+                       "--heading", "## Another section"]) == 1
+    assert "learned: val ppl: README 1.00" in capsys.readouterr().out
+    assert check.main([str(out), "--readme", str(tmp_path / "README.md"),
+                       "--heading", "## Missing"]) == 2
 
 
 def test_readme_table_parses():
