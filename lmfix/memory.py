@@ -175,6 +175,24 @@ def _cgroup_free() -> int | None:
     return None if limit == "max" else max(int(limit) - used, 0)
 
 
+# V × dim float32 tables a build holds at its peak: gensim keeps the input vectors and the
+# negative-sampling output weights, and lmfix copies the vectors out; a basis is built into
+# one table and copied once when it is saved (PMI's dim is bounded by V: its SVD checks).
+BUILD_COPIES = {"word2vec": 3, "hadamard": 2, "random-orthogonal": 2, "pmi": 2}
+
+
+def check_vectors_fit(method: str, vocab: int, dim: int, available: int | None = None) -> None:
+    """Refuse, in one :class:`LmfixError`, a ``build-embeddings`` whose vectors cannot fit in
+    memory (``--dim 1e20`` made numpy or gensim die with "Maximum allowed dimension exceeded")."""
+    need = BUILD_COPIES.get(method, 2) * vocab * dim * 4
+    if available is None:
+        available = available_bytes("cpu")
+    if available is not None and need > 0.9 * available:
+        raise LmfixError(f"{method} vectors of {vocab:,} words × {dim:,} dimensions need about "
+                         f"{format_bytes(need)} but only {format_bytes(available)} is "
+                         "available; lower --dim")
+
+
 def format_bytes(n: float) -> str:
     """``1331120000000`` → ``"1.3 TB"`` (decimal units, like the allocator's byte counts)."""
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):

@@ -25,6 +25,16 @@ def test_counts_by_hand_fixed_window():
     np.testing.assert_array_equal(counts, expected)
 
 
+def test_a_window_past_the_corpus_counts_as_the_whole_stream():
+    # --window 99999999999999999999 overflowed len(range(...)) in tqdm: a traceback.
+    ids = np.array([A, B, A, C])
+    whole = dense(pmi.cooccurrence(ids, 3, window=3, dyn=False))
+    for window in (4, 10**20):
+        np.testing.assert_array_equal(dense(pmi.cooccurrence(ids, 3, window=window, dyn=False)),
+                                      whole)
+    assert dense(pmi.cooccurrence(np.array([A]), 3, window=10**20)).sum() == 0
+
+
 def test_counts_by_hand_dynamic_window():
     # "a b c", window 2, dyn: distance 1 weighs 1, distance 2 weighs (2 - 2 + 1) / 2 = 0.5.
     counts = dense(pmi.cooccurrence(np.array([A, B, C]), 3, window=2, dyn=True))

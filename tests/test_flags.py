@@ -140,6 +140,11 @@ def test_embedding_flag_types_cover_the_cli_dests():
     with pytest.raises(argparse.ArgumentTypeError):
         EMBEDDING_FLAG_TYPES["negative"]("0")  # hs=0 and negative=0: gensim trains nothing
     assert EMBEDDING_FLAG_TYPES["eig"]("-0.5") == -0.5
+    # gensim keeps window and negative in C ints (--window 1e20 hung it); 10^5 workers hung it
+    for dest, top in (("window", 2**31 - 1), ("negative", 2**31 - 1), ("workers", 1024)):
+        assert EMBEDDING_FLAG_TYPES[dest](str(top)) == top
+        with pytest.raises(argparse.ArgumentTypeError, match=f"in \\[1, {top}\\]"):
+            EMBEDDING_FLAG_TYPES[dest](str(top + 1))
     with pytest.raises(argparse.ArgumentTypeError):
         EMBEDDING_FLAG_TYPES["sub"]("1")
 

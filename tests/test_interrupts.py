@@ -1,8 +1,8 @@
 """Ctrl-C / SIGTERM anywhere in `lmfix run` or `build-embeddings`: one line saying what was
 stopped and how to go on, exit 130 / 143, nothing half-written, and a rerun continues."""
 
-import os
 import signal
+import threading
 
 import pytest
 
@@ -17,7 +17,9 @@ def _terminate_during(monkeypatch, module, name, sig=signal.SIGTERM):
     real = getattr(module, name)
 
     def interrupted(*a, **k):
-        os.kill(os.getpid(), sig)
+        # To this thread, not the process: a process-directed signal may land on another thread
+        # (tqdm's monitor), whose C handler can then run only after a short build has finished.
+        signal.pthread_kill(threading.get_ident(), sig)
         return real(*a, **k)  # not reached: the signal handler raises first
     monkeypatch.setattr(module, name, interrupted)
 

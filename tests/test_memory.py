@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lmfix import memory
+from lmfix.cli import main
 from lmfix.errors import LmfixError
 from lmfix.loss import default_chunk_rows
 from lmfix.memory import available_bytes, check_fits, estimate_train_bytes, format_bytes
@@ -100,6 +101,21 @@ def test_absurd_emsize_is_refused_naming_estimate_and_available():
     tb = estimate_train_bytes(33278, 10_000_000, 1, 1, 20, 1, "fixed", "sgd")
     with pytest.raises(LmfixError, match=r"fixed embedding 1\.3 TB.* 22\.1 GB is available on cpu"):
         check_fits(tb, "cpu", available=22_100_000_000)
+
+
+def test_absurd_build_dim_is_refused_in_one_line(tiny_corpus_dir, tmp_path, capsys):
+    # build-embeddings --dim 1e20 died in gensim / numpy ("Maximum allowed dimension exceeded").
+    with pytest.raises(LmfixError, match=r"word2vec vectors of 33,278 words × 1,000,000 "
+                                         r"dimensions need about 399\.3 GB but only 22\.1 GB"):
+        memory.check_vectors_fit("word2vec", 33278, 1_000_000, available=22_100_000_000)
+    memory.check_vectors_fit("pmi", 33278, 512, available=22_100_000_000)  # fits: no error
+    for method in ("word2vec", "hadamard", "random-orthogonal"):
+        out = tmp_path / f"{method}.bin"
+        assert main(["build-embeddings", "--method", method, "--dim", "99999999999999999999",
+                     "--data", str(tiny_corpus_dir), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("lmfix: error: "), err
+        assert not out.exists()
 
 
 def test_margin_and_unknown_memory(monkeypatch):

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..data import sentences
 from ..errors import LmfixError
+from ..memory import check_vectors_fit
 from ..provenance import versions
 from . import bases, pmi
 from .vectors import Embeddings, coverage, save_embeddings
@@ -95,6 +96,7 @@ def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, 
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise LmfixError(f"dim must be a positive integer, got {dim!r}")
     vocab_words = list(corpus.vocab.words)
+    check_vectors_fit(method, len(vocab_words), dim)
     ids = np.asarray(corpus.train, dtype=np.int64)
     started = time.perf_counter()
     if method == "pmi":

@@ -84,10 +84,9 @@ def cooccurrence(
     keep = _subsample_mask(ids, vocab_size, sub, seed) if sub > 0 else None
     shape = (vocab_size, vocab_size)
     right = sp.csr_matrix(shape, dtype=np.float64)  # counts[w, c] for c to the right of w
-    for offset in tqdm(range(1, window + 1), desc="co-occurrence", unit="offset",
-                       disable=not progress, leave=False):
-        if offset >= ids.size:
-            break
+    # Offsets past the stream's length hold no pairs (and a huge --window would overflow len()).
+    for offset in tqdm(range(1, min(window, ids.size - 1) + 1), desc="co-occurrence",
+                       unit="offset", disable=not progress, leave=False):
         words, contexts = ids[:-offset], ids[offset:]
         if keep is not None:
             both = keep[:-offset] & keep[offset:]
