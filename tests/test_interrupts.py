@@ -17,6 +17,11 @@ def _terminate_during(monkeypatch, module, name, sig=signal.SIGTERM):
     real = getattr(module, name)
 
     def interrupted(*a, **k):
+        if sig == signal.SIGINT:
+            # What Python's own SIGINT handler does. A real SIGINT sent here was sometimes not
+            # raised before the tiny build finished (exit 0), only in the full suite (CI, twice;
+            # never alone or with the files before it), so this case does not depend on it.
+            raise KeyboardInterrupt
         # To this thread, not the process: a process-directed signal may land on another thread
         # (tqdm's monitor), whose C handler can then run only after a short build has finished.
         signal.pthread_kill(threading.get_ident(), sig)
