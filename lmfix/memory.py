@@ -184,7 +184,7 @@ BUILD_COPIES = {"word2vec": 3, "hadamard": 2, "random-orthogonal": 2, "pmi": 2}
 def check_vectors_fit(method: str, vocab: int, dim: int, available: int | None = None) -> None:
     """Refuse, in one :class:`LmfixError`, a ``build-embeddings`` whose vectors cannot fit in
     memory (``--dim 1e20`` made numpy or gensim die with "Maximum allowed dimension exceeded")."""
-    need = BUILD_COPIES.get(method, 2) * vocab * dim * 4
+    need = BUILD_COPIES[method] * vocab * dim * 4
     if available is None:
         available = available_bytes("cpu")
     if available is not None and need > 0.9 * available:

@@ -70,10 +70,10 @@ PRESETS = {
     "paper": Preset("paper", "2-layer LSTM, d = 512, SGD lr 20, 40 epochs, dropout 0.5 (GPU)",
                     {"emsize": 512, "nhid": 512, "dropout": 0.5, "epochs": 40}),
     # 9-16 minutes on a 2-core CPU (AVX-512 or AVX2) for all five variants, still on real
-    # WikiText-2 with the full valid and test splits (at d = 64 they cost ~50 s per variant, half the time). Training
-    # sees the first 300k tokens (a seventh of an epoch) once, without dropout (a model this far
-    # from fitting only loses by it): enough to rank the variants early in training, not to
-    # reproduce converged perplexities. Logged every 50 batches so the scale's growth shows.
+    # WikiText-2 with the full valid and test splits (at d = 64 they cost ~50 s per variant,
+    # half the time). Training sees the first 300k tokens (a seventh of an epoch) once,
+    # without dropout (a model this far from fitting only loses by it): enough to rank the
+    # variants early in training, not to reproduce converged perplexities. Logged every 50 batches so the scale's growth shows.
     "quick": Preset("quick", "d = 64, first 300k training tokens, full valid/test (2-core CPU)",
                     {"emsize": 64, "nhid": 64, "dropout": 0.0, "epochs": 1,
                      "max_train_tokens": 300_000, "log_interval": 50}),

@@ -13,7 +13,8 @@ TINY = ["--emsize", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "8", "-
 
 
 def _terminate_during(monkeypatch, module, name, sig=signal.SIGTERM):
-    """Make ``module.name`` receive ``sig`` mid-work (the handler raises inside it)."""
+    """Make ``module.name`` stop mid-work as ``sig`` would: SIGTERM is sent to this thread (the
+    handler raises inside it), SIGINT raises the KeyboardInterrupt Python's handler raises."""
     real = getattr(module, name)
 
     def interrupted(*a, **k):
