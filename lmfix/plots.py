@@ -213,10 +213,6 @@ def plot_frontier(points: list[dict], path: Path) -> None:
         ax.scatter([p["trainable"]], [p["val_ppl"]], s=70 if p["front"] else 40, zorder=3,
                    color=color(p["index"]), edgecolors="black" if p["front"] else "none",
                    linewidths=1.2)
-        ax.annotate(p["label"], (p["trainable"], p["val_ppl"]), xytext=(5, 4),
-                    textcoords="offset points", fontsize="small",
-                    fontweight="bold" if p["front"] else "normal",
-                    color="black" if p["front"] else "#555555")
     front = sorted((p for p in pts if p["front"]), key=lambda p: p["trainable"])
     if front:
         xs = [p["trainable"] for p in front]
@@ -243,7 +239,45 @@ def plot_frontier(points: list[dict], path: Path) -> None:
     ax.set_title("Which parts of the embedding are worth training: perplexity vs trainable "
                  "parameters")
     ax.grid(True, which="both", alpha=0.3)
+    # Labelled last, once the axes are final: variants with the same parameter count (every
+    # --fix side of a d = 64 model) sit in one column, and their labels must not overprint.
+    fig.tight_layout()
+    labels = [ax.annotate(p["label"], (p["trainable"], p["val_ppl"]), xytext=(5, 4),
+                          textcoords="offset points", fontsize="small",
+                          fontweight="bold" if p["front"] else "normal",
+                          color="black" if p["front"] else "#555555") for p in pts]
+    separate_labels(fig, labels)
     _save(fig, path)
+
+
+def separate_labels(fig, labels: list, gap: float = 1.0) -> None:
+    """Move annotations up or down until no two overlap; a moved one gets a leader line.
+
+    Greedy, top to bottom: each label keeps its place unless it overlaps one placed before
+    it, then takes the nearest free place, one label height at a time, below or above.
+    Works in display units, so call it after the axes' limits and layout are final.
+    ``labels``: annotations whose ``xytext`` is in offset points. ``gap``: points of space
+    between labels.
+    """
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72
+    placed = []
+    for label in sorted(labels, key=lambda a: -a.get_window_extent(renderer).y1):
+        start = label.xyann
+        step = label.get_window_extent(renderer).height / px_per_pt + gap
+        for k in range(400):  # 0, -1, +1, -2, +2 … steps: the nearest free place
+            shift = (k + 1) // 2 * (-1 if k % 2 else 1) * step
+            label.xyann = (start[0], start[1] + shift)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
+        if label.xyann != start:  # an empty annotation draws only its line: point to label
+            mid = label.xyann[1] + 0.3 * box.height / px_per_pt
+            label.axes.annotate("", label.xy, xytext=(label.xyann[0] - 1, mid),
+                                textcoords="offset points", arrowprops=dict(
+                                    arrowstyle="-", color="#777777", linewidth=0.7,
+                                    shrinkA=0, shrinkB=3))
 
 
 def _count_label(x: float, _pos=None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_readme_quick.py"
 spec = importlib.util.spec_from_file_location("check_readme_quick", SCRIPT)
 check = importlib.util.module_from_spec(spec)
@@ -84,8 +86,11 @@ def test_main(tmp_path, capsys):
                        "--heading", "## Missing"]) == 2
 
 
-def test_readme_table_parses():
-    readme = check.first_table(check.section_lines((SCRIPT.parents[1] / "README.md").read_text()))
+@pytest.mark.parametrize("heading", [check.HEADING, "## The parameter frontier"])
+def test_readme_table_parses(heading):
+    """The tables check_readme_quick.py compares against a run: quick and frontier."""
+    text = (SCRIPT.parents[1] / "README.md").read_text()
+    readme = check.first_table(check.section_lines(text, heading))
     assert readme and all(r["variant"] for r in readme)
     for r in readme:
         for col in check.PPL_COLUMNS + check.PARAM_COLUMNS:

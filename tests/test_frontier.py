@@ -248,3 +248,33 @@ def test_tiny_frontier_run_writes_frontier_png_and_pareto_table(tiny_corpus_dir,
     assert two["plots"]["frontier"] is None and not two["pareto_front"]
     assert any("need at least 3 finished runs" in n for n in two["notes"])
     assert not (tmp_path / "two" / "frontier.png").exists()
+
+
+def test_frontier_labels_do_not_overprint():
+    """Every --fix side of a d = 64 model has the same trainable count: in the first full
+    frontier run seven labels sat in one column and printed over each other."""
+    from lmfix.plots import _new_figure, separate_labels
+
+    fig = _new_figure(6, 4)
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(5e4, 5e6)
+    ax.set_ylim(200, 800)
+    points = [(2229630, y) for y in (321.15, 283.36, 281.15, 263.86, 263.23, 247.73, 241.75)]
+    points.append((99839, 709.89))  # alone: stays where it is
+    labels = [ax.annotate(f"variant-{i}", xy, xytext=(5, 4), textcoords="offset points",
+                          fontsize="small") for i, xy in enumerate(points)]
+    separate_labels(fig, labels)
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in labels]
+    assert not any(boxes[i].overlaps(boxes[j])
+                   for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+    # top-to-bottom order kept, so a label's neighbours are its point's neighbours
+    tops = [b.y1 for b in boxes[:7]]
+    assert tops == sorted(tops, reverse=True)
+    assert labels[-1].xyann == (5, 4) and labels[0].xyann == (5, 4)
+    # a moved label gets a leader: one empty annotation per moved label
+    moved = sum(a.xyann != (5, 4) for a in labels)
+    leaders = [t for t in ax.texts if t.get_text() == "" and t.arrowprops]
+    assert moved >= 3 and len(leaders) == moved
