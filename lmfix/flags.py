@@ -36,8 +36,10 @@ applies to a config built in Python, where argparse never runs.
     dim, epochs                   ≥ 1       (dim: and the vectors must fit in memory)
     window                        [1, 2^31 − 1]  gensim keeps it in a C int (10^20 hung it);
                                             PMI counts no offset past the corpus's length
-    negative                      [1, 2^31 − 1]  a C int too; lmfix trains with hs=0, and gensim
-                                            with negative=0 and hs=0 has no output layer
+    negative                      [1, 1000] lmfix trains with hs=0, and gensim with negative=0
+                                            and hs=0 has no output layer; each word's update
+                                            draws that many samples (Mikolov et al. 2013 use
+                                            2-20): 10^9 ran for 10 minutes on a 16-word corpus
     workers                       [1, 1024] one thread each (gensim started 10^5 and hung)
     neg (PMI shift k), cds        > 0       finite; log k and context counts ** cds
     eig                           finite    any real (U · S^eig); 0..1 is usual
@@ -172,6 +174,7 @@ seed = int_in(0, 2**32 - 1, name="seed")
 sp_vocab_size = int_in(1, 2**31 - 1, name="sp_vocab_size")
 positive_c_int = int_in(1, 2**31 - 1, name="positive_c_int")
 workers = int_in(1, 1024, name="workers")
+negative_samples = int_in(1, 1000, name="negative_samples")
 fraction = float_in(0.0, 1.0, hi_open=True, name="fraction")
 # Values that become float32 tensors or optimizer scalars must fit a float32: torch refuses
 # a larger lr mid-step ("cannot be converted to type float without overflow").
@@ -197,7 +200,7 @@ TRAIN_OPTIONAL = frozenset({"emsize", "nhid", "scale_init", "max_train_tokens",
 EMBEDDING_FLAG_TYPES: dict[str, Range] = {
     "dim": positive_int, "seed": seed, "k": positive_int, "sp_vocab_size": sp_vocab_size,
     "window": positive_c_int, "sub": fraction, "cds": positive_finite_float,
-    "neg": positive_finite_float, "eig": finite_float, "negative": positive_c_int,
+    "neg": positive_finite_float, "eig": finite_float, "negative": negative_samples,
     "sample": nonneg_finite_float, "epochs": positive_int, "workers": workers,
 }
 

@@ -131,6 +131,29 @@ def test_flags_of_another_method_are_refused_before_building(tiny_corpus_dir, tm
     assert not (tmp_path / "x.txt").exists()
 
 
+@pytest.mark.parametrize("flag", ["--cds=1e300", "--eig=1e300", "--eig=-1e300"])
+def test_extreme_pmi_settings_end_in_one_line_and_write_nothing(tiny_corpus_dir, tmp_path,
+                                                                capsys, flag):
+    from lmfix.cli import main
+
+    out = tmp_path / "emb" / "p.bin"
+    out.parent.mkdir()
+    assert main(["build-embeddings", "--method", "pmi", "--dim", "4", "--data",
+                 str(tiny_corpus_dir), "--out", str(out), "--quiet", flag]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("lmfix: error: ") and flag[2:5] in err[0], err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_non_finite_vectors_are_never_written(tiny, monkeypatch):
+    """The last guard for any method: NaN/inf vectors are an error, not a result."""
+    from lmfix.embeddings import bases
+
+    monkeypatch.setattr(bases, "hadamard", lambda V, d, seed: np.full((V, d), np.nan))
+    with pytest.raises(LmfixError, match="hadamard vectors are not finite"):
+        build_embeddings("hadamard", tiny, 4)
+
+
 def test_main_cli_reports_user_errors_in_one_line(tiny_corpus_dir, tmp_path, capsys):
     from lmfix.cli import main
 

@@ -209,3 +209,21 @@ def test_pipeline_groups_words_by_context():
     unit = W / np.linalg.norm(W, axis=1, keepdims=True)
     cos = unit @ unit.T
     assert cos[:5, :5].mean() > cos[:5, 5:].mean() + 0.3
+
+
+def test_extreme_cds_or_eig_is_an_error_not_nan_vectors():
+    """--cds 1e300 made every PMI NaN (reported as "no positive PMI, neg too large"); --eig
+    1e300 / -1e300 sent U·S^eig to 0 or inf (reported as "embeddings contain no words")."""
+    ids = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3, 0] * 5)
+    counts = pmi.cooccurrence(ids, 4, window=2)
+    with pytest.raises(LmfixError, match="cds = 1e[+]300 is too large"):
+        pmi.ppmi(counts, cds=1e300)
+    assert np.isfinite(pmi.ppmi(counts, cds=50).data).all()  # large but representable
+    U, S, Vt = pmi.svd(pmi.ppmi(counts), 3, seed=0)
+    S = np.linspace(0.5, 3, len(S))  # both sides of 1: both signs of a huge eig overflow
+    for eig in (1e300, -1e300):
+        with pytest.raises(LmfixError, match="overflow float32"):
+            pmi.vectors(U, S, Vt, eig=eig)
+    small = S / (2 * S.max())  # every singular value below 1: S^1e300 = 0
+    with pytest.raises(LmfixError, match="all zero"):
+        pmi.vectors(U, small, Vt, eig=1e300)

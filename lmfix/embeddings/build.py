@@ -113,6 +113,9 @@ def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, 
     else:
         words, vectors = vocab_words, bases.hadamard(len(vocab_words), dim, seed)
     seconds = time.perf_counter() - started
+    if not np.isfinite(vectors).all():  # never write inf/NaN vectors as if they were a result
+        raise LmfixError(f"the {method} vectors are not finite (inf or NaN) with the settings "
+                         f"{asdict(config)}; use settings nearer the defaults")
 
     emb = Embeddings(words, vectors, {})
     emb.meta = {
@@ -136,14 +139,14 @@ def _build_pmi(ids: np.ndarray, vocab_words: list[str], dim: int, config: PMICon
     counts = pmi.cooccurrence(ids, len(vocab_words), window=config.window, dyn=config.dyn,
                               sub=config.sub, seed=seed, progress=progress)
     matrix = pmi.ppmi(counts, cds=config.cds, neg=config.neg)
-    U, S, Vt = pmi.svd(matrix, dim, seed=seed, progress=progress)
-    vectors = pmi.vectors(U, S, Vt, eig=config.eig, w_plus_c=config.w_plus_c)
     has_context = np.diff(matrix.indptr) > 0
     if config.w_plus_c:
         has_context |= np.diff(matrix.tocsc().indptr) > 0
-    if not has_context.any():
+    if not has_context.any():  # before the SVD: a zero matrix has no vectors to scale
         raise LmfixError("the PPMI matrix is empty: no word pair has positive PMI (corpus too "
                          f"small, or neg = {config.neg} too large)")
+    U, S, Vt = pmi.svd(matrix, dim, seed=seed, progress=progress)
+    vectors = pmi.vectors(U, S, Vt, eig=config.eig, w_plus_c=config.w_plus_c)
     # A zero vector is no vector: rows without positive PPMI, and (with dim below the rank) rows
     # orthogonal to the top-dim singular subspace. They are left out and show in the coverage.
     norms = np.linalg.norm(vectors, axis=1)

@@ -86,7 +86,7 @@ def register(subparsers) -> None:
     g.add_argument("--sg", type=int, choices=(0, 1), default=None,
                    help="0 = CBOW, 1 = skip-gram (default 0)")
     g.add_argument("--negative", type=TYPES["negative"], default=None,
-                   help="negative samples per positive example (default 5)")
+                   help="negative samples per positive example, 1 to 1000 (default 5)")
     g.add_argument("--sample", type=TYPES["sample"], default=None,
                    help="down-sampling threshold for frequent words (default 1e-3; 0 = off)")
     g.add_argument("--epochs", type=TYPES["epochs"], default=None,

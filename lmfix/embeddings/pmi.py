@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 from ..errors import LmfixError
 from ._threads import blas_threads
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 # Below this size the SVD is done densely with LAPACK (exact, and svds cannot return all
 # min(shape) components anyway).
 _DENSE_SVD_MAX = 2000
@@ -131,13 +133,17 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
     if counts.data.size and counts.data.min() < 0:
         raise LmfixError("co-occurrence counts must be non-negative")
     word_totals = np.asarray(counts.sum(axis=1)).ravel()
-    context_smoothed = np.asarray(counts.sum(axis=0)).ravel() ** cds
-    total = context_smoothed.sum()
-
-    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    cols = counts.indices
-    values = (np.log(counts.data) + math.log(total) - np.log(word_totals[rows])
-              - np.log(context_smoothed[cols]) - math.log(neg))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+        context_smoothed = np.asarray(counts.sum(axis=0)).ravel() ** cds
+        total = context_smoothed.sum()
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        cols = counts.indices
+        values = (np.log(counts.data) + np.log(total) - np.log(word_totals[rows])
+                  - np.log(context_smoothed[cols]) - math.log(neg))
+    # A huge α overflows #(c)^α: every PMI was NaN, reported as "no positive PMI".
+    if not math.isfinite(total) or (values.size and not np.abs(values).max() <= FLOAT32_MAX):
+        raise LmfixError(f"cds = {cds:g} is too large: context counts to that power overflow "
+                         "(hyperwords uses 0.75)")
     positive = values > 0
     out = sp.csr_matrix((values[positive].astype(np.float32), (rows[positive], cols[positive])),
                         shape=counts.shape)
@@ -209,8 +215,17 @@ def vectors(U: np.ndarray, S: np.ndarray, Vt: np.ndarray, eig: float = 0.5,
     gives U·S. Rows are not normalized (hyperwords normalizes them; the language model
     rescales rows itself).
     """
-    weights = np.power(S, eig) if eig != 0 else np.ones_like(S)
-    W = U * weights
-    if w_plus_c:
-        W = W + Vt.T * weights
+    with np.errstate(over="ignore", divide="ignore"):  # checked just below
+        weights = np.power(S, eig) if eig != 0 else np.ones_like(S)
+        W = U * weights
+        if w_plus_c:
+            W = W + Vt.T * weights
+    # A huge |eig| sends S^eig past float32, or to 0 for every nonzero S: refuse rather than
+    # write inf vectors, or none ("--eig 1e300" was reported as "embeddings contain no words").
+    # (A zero matrix has S = 0 and zero vectors: that is its answer, not an underflow.)
+    overflow = not np.abs(W).max(initial=0.0) <= FLOAT32_MAX
+    if overflow or (np.any(S > 0) and not np.any(weights[S > 0])):
+        raise LmfixError(f"eig = {eig:g} makes the vectors U · S^eig "
+                         f"{'overflow float32' if overflow else 'all zero'} (singular values "
+                         f"{S.min():.3g} to {S.max():.3g}); the usual eig is 0 to 1 (hyperwords: 0.5)")
     return np.ascontiguousarray(W, dtype=np.float32)
