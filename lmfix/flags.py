@@ -39,7 +39,7 @@ applies to a config built in Python, where argparse never runs.
     negative                      [1, 1000] lmfix trains with hs=0, and gensim with negative=0
                                             and hs=0 has no output layer; each word's update
                                             draws that many samples (Mikolov et al. 2013 use
-                                            2-20): 10^9 ran for 10 minutes on a 16-word corpus
+                                            2-20): 10^9 had not finished a 16-word corpus in 10 min
     workers                       [1, 1024] one thread each (gensim started 10^5 and hung)
     neg (PMI shift k), cds        > 0       finite; log k and context counts ** cds
     eig                           finite    any real (U · S^eig); 0..1 is usual

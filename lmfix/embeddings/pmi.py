@@ -33,9 +33,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ..errors import LmfixError
+from ..flags import F32_MAX
 from ._threads import blas_threads
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Below this size the SVD is done densely with LAPACK (exact, and svds cannot return all
 # min(shape) components anyway).
@@ -141,7 +140,7 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
         values = (np.log(counts.data) + np.log(total) - np.log(word_totals[rows])
                   - np.log(context_smoothed[cols]) - math.log(neg))
     # A huge α overflows #(c)^α: every PMI was NaN, reported as "no positive PMI".
-    if not math.isfinite(total) or (values.size and not np.abs(values).max() <= FLOAT32_MAX):
+    if not math.isfinite(total) or (values.size and not np.abs(values).max() <= F32_MAX):
         raise LmfixError(f"cds = {cds:g} is too large: context counts to that power overflow "
                          "(hyperwords uses 0.75)")
     positive = values > 0
@@ -223,9 +222,10 @@ def vectors(U: np.ndarray, S: np.ndarray, Vt: np.ndarray, eig: float = 0.5,
     # A huge |eig| sends S^eig past float32, or to 0 for every nonzero S: refuse rather than
     # write inf vectors, or none ("--eig 1e300" was reported as "embeddings contain no words").
     # (A zero matrix has S = 0 and zero vectors: that is its answer, not an underflow.)
-    overflow = not np.abs(W).max(initial=0.0) <= FLOAT32_MAX
+    overflow = not np.abs(W).max(initial=0.0) <= F32_MAX
     if overflow or (np.any(S > 0) and not np.any(weights[S > 0])):
         raise LmfixError(f"eig = {eig:g} makes the vectors U · S^eig "
                          f"{'overflow float32' if overflow else 'all zero'} (singular values "
-                         f"{S.min():.3g} to {S.max():.3g}); the usual eig is 0 to 1 (hyperwords: 0.5)")
+                         f"{S.min():.3g} to {S.max():.3g}); the usual eig is 0 to 1 "
+                         "(hyperwords: 0.5)")
     return np.ascontiguousarray(W, dtype=np.float32)
