@@ -73,7 +73,8 @@ PRESETS = {
     # WikiText-2 with the full valid and test splits (at d = 64 they cost ~50 s per variant,
     # half the time). Training sees the first 300k tokens (a seventh of an epoch) once,
     # without dropout (a model this far from fitting only loses by it): enough to rank the
-    # variants early in training, not to reproduce converged perplexities. Logged every 50 batches so the scale's growth shows.
+    # variants early in training, not to reproduce converged perplexities. Logged every 50
+    # batches so the scale's growth shows.
     "quick": Preset("quick", "d = 64, first 300k training tokens, full valid/test (2-core CPU)",
                     {"emsize": 64, "nhid": 64, "dropout": 0.0, "epochs": 1,
                      "max_train_tokens": 300_000, "log_interval": 50}),

@@ -278,3 +278,28 @@ def test_frontier_labels_do_not_overprint():
     moved = sum(a.xyann != (5, 4) for a in labels)
     leaders = [t for t in ax.texts if t.get_text() == "" and t.arrowprops]
     assert moved >= 3 and len(leaders) == moved
+
+
+def test_learn_top_norms_script(tiny_corpus_dir, vectors_file, tmp_path, capsys):
+    """scripts/learn_top_norms.py (the README's learn-top 1000 numbers) on tiny runs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "learn_top_norms.py"
+    spec = importlib.util.spec_from_file_location("learn_top_norms", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for name, settings in (("fixed", {}), ("top", {"learn_top": 3})):
+        train(cfg(tiny_corpus_dir, tmp_path / name, embedding=str(vectors_file), **settings),
+              progress=False)
+    capsys.readouterr()
+    assert script.main([str(tmp_path / "top"), "--start", str(tmp_path / "fixed")]) == 0
+    out = capsys.readouterr().out
+    V = len(load_corpus(str(tiny_corpus_dir)).vocab)
+    assert out.startswith("3 trained rows: median norm ")
+    assert f"the other {V - 3:,}: median 1.00" in out  # unit rows, never trained
+    # not a learn-top run, or no run at all: one line, exit 2
+    assert script.main([str(tmp_path / "fixed"), "--start", str(tmp_path / "fixed")]) == 2
+    assert script.main([str(tmp_path / "nothing"), "--start", str(tmp_path / "fixed")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("learn_top_norms: error: ") for line in err)
