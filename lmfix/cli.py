@@ -1,6 +1,8 @@
 """Command line: parses flags and calls one function per command.
 
-A user's mistake (:class:`LmfixError`) ends with its message alone and exit status 2.
+A user's mistake (:class:`LmfixError`) ends with its message alone and exit status 2; Ctrl-C
+and SIGTERM with one line and 130 / 143 (:mod:`lmfix.signals`). The training settings' flags
+come from their one definition in :mod:`lmfix.config`.
 """
 
 from __future__ import annotations
@@ -11,141 +13,41 @@ import shlex
 import signal
 import sys
 import threading
-from dataclasses import fields
 from pathlib import Path
 
-from .data import DATA_HELP
-from .embedding_parts import FIX_SIDES
+from . import signals
+from .config import DEFAULTS, SETTINGS, TrainConfig, add_train_flags, given_settings, help_text
 from .embeddings.cli import register as register_embeddings
 from .errors import Interrupted, LmfixError
+from .flags import positive_int
 from .inference_cli import register as register_inference
-from .flags import TRAIN_FLAG_TYPES, positive_int
 from .jobs import VariantsFailed
-from .model import DEFAULT_DIM
 from .report import write_report
-from .run import PRESETS, VARIANTS_HELP, run
-from .tokenizer import TokenizerConfig, add_tokenizer_flags
-from .train import TrainConfig, train
-
-
-def add_train_flags(p: argparse.ArgumentParser, defaults, only_given: bool = False) -> None:
-    """Training flags shared by ``train`` and ``run``, defaults from TrainConfig.
-
-    ``only_given``: a flag left out sets nothing (``run`` lets the preset decide), and its help
-    names TrainConfig's default as the fallback.
-    """
-    d = defaults
-    added: list[argparse.Action] = []
-
-    def add(group, *names, **kw) -> None:
-        dest = names[0].lstrip("-").replace("-", "_")
-        if dest in TRAIN_FLAG_TYPES:  # every numeric flag: its checked range (lmfix.flags)
-            kw["type"] = TRAIN_FLAG_TYPES[dest]
-        added.append(group.add_argument(*names, **kw))
-
-    g = p.add_argument_group("model")
-    add(g, "--emsize", default=d.emsize,
-        help=f"embedding size d (default: the embedding file's, else {DEFAULT_DIM})")
-    add(g, "--nhid", default=d.nhid,
-        help="LSTM hidden size (default: emsize; if different, a learned projection maps it "
-             "to emsize before the tied classifier; it trains at a lower --lr than 20, "
-             "see the README)")
-    add(g, "--nlayers", default=d.nlayers, help="LSTM layers (default %(default)s)")
-    add(g, "--dropout", default=d.dropout,
-        help="dropout on embeddings and LSTM output (default %(default)s)")
-    add(g, "--embedding-norm", choices=("raw", "unit", "mean-unit"), default=d.embedding_norm,
-        help="scaling of a fixed embedding before use: raw, unit rows, or divided by the mean "
-             "row norm (default %(default)s)")
-    add(g, "--cosine", action="store_true", default=d.cosine,
-        help="fixed classifier only (--fix both or output): cosine classifier, unit-norm rows "
-             "and hidden state (the paper's image form)")
-    add(g, "--scale-init", default=d.scale_init,
-        help="fixed classifier only: initial learned logit scale (default 10 with --cosine, "
-             "else 1)")
-    add(g, "--fix", choices=FIX_SIDES, default=d.fix,
-        help="with given vectors (a file, random-orthogonal, hadamard): which side keeps them "
-             "fixed. both (default): fixed tied embedding and classifier; input: fixed input "
-             "embedding, learned untied classifier starting from the vectors; output: fixed "
-             "classifier (learned scale and bias), learned input embedding starting from them; "
-             "none: a learned tied embedding starting from them. An error with learned, "
-             "learned-untied")
-    add(g, "--learn-top", default=d.learn_top, metavar="K",
-        help="fixed tied embedding: the rows of the K most frequent training words train "
-             "(starting from their fixed rows), the rest stay fixed: K x d more trainable "
-             "parameters (default 0: off)")
-    add(g, "--delta-rank", default=d.delta_rank, metavar="R",
-        help="fixed tied embedding: use W + A B, W the fixed vectors, A (V x R, starts at 0) and "
-             "B (R x d, random start, trained 100x more slowly than A: see "
-             "lmfix.embedding_parts) trained: R (V + d) more trainable parameters "
-             "(default 0: off)")
-    add(g, "--oov", choices=("error", "random", "zero"), default=d.oov,
-        help="LM words missing from an embedding file: error (default), a random vector of "
-             "the mean norm, or zeros")
-    added += add_tokenizer_flags(g, TokenizerConfig.from_flags(d))
-    g = p.add_argument_group("training (defaults: the PyTorch word_language_model example)")
-    add(g, "--lr", default=d.lr, help="initial learning rate (default %(default)s)")
-    add(g, "--clip", default=d.clip,
-        help="gradient norm clipping (default %(default)s; 0: no clipping)")
-    add(g, "--epochs", default=d.epochs, help="epochs (default %(default)s)")
-    add(g, "--batch-size", default=d.batch_size,
-        help="training batch size: independent columns (default %(default)s)")
-    add(g, "--eval-batch-size", default=d.eval_batch_size,
-        help="evaluation batch size (default %(default)s, as the example)")
-    add(g, "--bptt", default=d.bptt,
-        help="truncated backpropagation length (default %(default)s)")
-    add(g, "--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
-        help="sgd is the example's plain update (default %(default)s)")
-    add(g, "--weight-decay", default=d.weight_decay,
-        help="weight decay (default %(default)s)")
-    add(g, "--seed", default=d.seed, help="random seed (default %(default)s)")
-    add(g, "--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
-    add(g, "--amp", action="store_true", default=d.amp,
-        help="mixed precision: bfloat16 autocast for training (for CUDA GPUs; refused on CPUs "
-             "without bfloat16 LSTM kernels)")
-    add(g, "--tf32", action="store_true", default=d.tf32,
-        help="CUDA only: let cuBLAS and cuDNN (the LSTM) use TF32 tensor cores for float32 "
-             "work; no effect on CPUs. Off by default: exact float32, the example's numbers "
-             "(a default to revisit once measured on a GPU: scripts/gpu_check.sh)")
-    g = p.add_argument_group("budgets and logging")
-    add(g, "--max-train-tokens", default=d.max_train_tokens,
-        help="train on the first N tokens of the training split only")
-    add(g, "--max-eval-tokens", default=d.max_eval_tokens,
-        help="evaluate on the first N tokens of valid/test only (default: all; the summary "
-             "records it)")
-    add(g, "--max-minutes", default=d.max_minutes,
-        help="stop training after M minutes, then validate and test")
-    add(g, "--log-interval", default=d.log_interval,
-        help="batches between progress records (default %(default)s)")
-    add(g, "--checkpoint-every", default=d.checkpoint_every,
-        help="minutes between mid-epoch checkpoints (default %(default)s; 0: epoch ends only)")
-    if only_given:
-        for action in added:
-            if action.help and "%(default)s" in action.help:
-                action.help = action.help.replace("%(default)s", f"{action.default}, unless "
-                                                  "the preset sets it")
-            action.default = argparse.SUPPRESS
-
-
-def config_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+from .run import PRESETS, SEEDS_HELP, VARIANTS_HELP, parse_seeds, parse_variants, run
+from .train import resume, train
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    if args.resume:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
-        if args.out_given and args.out != args.resume:
-            raise LmfixError(f"--resume {args.resume} and --out {args.out} name different runs")
-        args.out = args.resume
-    elif args.resume == "" and not args.out_given:
-        raise LmfixError("--resume needs the run directory: lmfix train --resume RUN_DIR")
-    cfg = config_from_args(TrainConfig, args)
-    summary = train(cfg, command=args.command, resume=args.resume is not None, force=args.force,
-                    progress=not args.quiet)
+    given = given_settings(args)
+    if args.resume is not None:  # `--resume RUN_DIR`, or `--resume --out RUN_DIR`
+        out = args.resume or given.pop("out", None)
+        if not out:
+            raise LmfixError("--resume needs the run directory: lmfix train --resume RUN_DIR")
+        if given.get("out", out) != out:
+            raise LmfixError(f"--resume {out} and --out {given['out']} name different runs")
+        given.pop("out", None)
+        # the run's own settings, then what this command line changes (lmfix.config's rule)
+        summary = resume(out, command=args.command, progress=not args.quiet, **given)
+    else:
+        summary = train(TrainConfig(**given), command=args.command, force=args.force,
+                        progress=not args.quiet)
     if summary.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
         return  # under torchrun, one summary line (rank 0's) is enough
     p = summary["params"]
     print(f"{summary['name']}: valid ppl {summary['val_ppl']:.2f} | test ppl "
           f"{summary['test_ppl']:.2f} | trainable {p['trainable']:,} | fixed {p['fixed']:,} | "
-          f"{summary['tokens_per_s']:.0f} tokens/s -> {args.out}/summary.json")
+          f"{summary['tokens_per_s']:.0f} tokens/s -> {summary['config']['train']['out']}/"
+          "summary.json")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -155,14 +57,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                 if hasattr(args, f.name) and f.name not in ("data", "out", "embedding")}
-    variants = args.variants.split(",") if args.variants else None
+    # the training settings given (run's own --data and --out say where, not how to train)
+    overrides = {k: v for k, v in given_settings(args).items() if SETTINGS[k].in_run}
+    variants = parse_variants(args.variants)
+    seeds = parse_seeds(args.seeds, overrides.get("seed", DEFAULTS["seed"]))
     failed = None
     try:
         run_dirs = run(args.preset, Path(args.out), args.data, variants, overrides,
                        force=args.force, progress=not args.quiet, command=args.command,
-                       jobs=args.jobs)
+                       jobs=args.jobs, seeds=seeds)
     except VariantsFailed as e:  # --jobs: the others finished; report them, then exit 2
         run_dirs, failed = e.run_dirs, e
     write_report(run_dirs, Path(args.out))
@@ -187,18 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one LSTM language model into a run directory",
                        description="Train a 2-layer LSTM LM with a learned or fixed embedding.")
-    p.add_argument("--data", default=None, help=DATA_HELP)
-    p.add_argument("--embedding", default="learned",
-                   help="learned (tied), learned-untied, random-orthogonal, hadamard, or an "
-                        "embedding file (word2vec .txt/.bin, GloVe, fastText .vec, .npy + vocab) "
-                        "used fixed and tied, or as --fix says (default %(default)s)")
-    p.add_argument("--out", default=None,
-                   help=f"run directory (default {TrainConfig.out})")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue RUN_DIR (or --out) from its last checkpoint")
+                   help="continue RUN_DIR (or --out) from its last checkpoint. Flags given "
+                        "with it change the run only where a running run may change (epochs, "
+                        "--max-minutes, --log-interval, --checkpoint-every, --device, --tf32, "
+                        "--data with the same text): they take effect and config.json records "
+                        "them; a flag that defines the run (sizes, embedding, lr, seed, ...) "
+                        "and differs is refused")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_train_flags(p, TrainConfig())
+    add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
     register_embeddings(sub)
@@ -207,21 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole comparison: embeddings, every variant, report",
                        description="Build word2vec and PMI embeddings, train every variant and "
                        "write the report. Finished variants in --out are kept; interrupted "
-                       "ones resume. Training flags override the preset.")
+                       "ones resume; training flags override the preset (a rerun with a changed "
+                       "flag follows lmfix train --resume's rule).")
     p.add_argument("--preset", choices=list(PRESETS), default="quick",
                    help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items())
                    + " (default %(default)s)")
-    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--data", default=None, help=help_text("data"))
     p.add_argument("--out", default="runs/quick", help="output directory (default %(default)s)")
     p.add_argument("--variants", default=None, help=VARIANTS_HELP)
+    p.add_argument("--seeds", default=None, metavar="K|S1,S2,...", help=SEEDS_HELP)
     p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="variants trained at once, each in its own process (default "
+                   help="runs trained at once, each in its own process (default "
                         "%(default)s: one after another). CPU cores are divided between them; "
-                        "on CUDA they are spread over the visible GPUs. A variant that fails "
+                        "on CUDA they are spread over the visible GPUs. A run that fails "
                         "does not stop the others (the command then exits 2 naming it)")
-    add_train_flags(p, TrainConfig(), only_given=True)
+    add_train_flags(p, for_run=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md, CSV/JSON, plots and index.html",
@@ -240,30 +143,30 @@ _CONTINUE = {
 }
 
 
-def _terminated(signum, frame):
-    # SIGTERM's default would end the process silently with 143; raising lets every
-    # atomic writer remove its temporary file and main() say what was stopped.
-    raise Interrupted("interrupted by SIGTERM", "SIGTERM")
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.command = "lmfix " + shlex.join(argv)
-    if args.cmd == "train":
-        args.out_given = args.out is not None
-        args.out = args.out or TrainConfig.out
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+    """The ``lmfix`` command. Called as a program (``argv`` None) it leaves SIGINT/SIGTERM
+    ignored once interrupted, so nothing runs again while the interpreter shuts down; called
+    with ``argv`` (tests, other Python code) it puts the caller's handlers back."""
+    previous = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.command = "lmfix " + shlex.join(sys.argv[1:] if argv is None else argv)
+    signals.install()
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        return _interrupted(args.cmd, Interrupted("interrupted by SIGINT (Ctrl-C)", "SIGINT"))
     except Interrupted as e:
+        signals.ignore()
         return _interrupted(args.cmd, e)
+    except KeyboardInterrupt:
+        signals.ignore()
+        return _interrupted(args.cmd, Interrupted("interrupted by SIGINT (Ctrl-C)", "SIGINT"))
     except LmfixError as e:
         print(f"lmfix: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if argv is not None and threading.current_thread() is threading.main_thread():
+            for s, h in previous.items():
+                if h is not None:
+                    signal.signal(s, h)
     return 0
 
 

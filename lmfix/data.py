@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,6 @@ _FILE_NAMES = {s: (f"{s}.txt", f"wiki.{s}.tokens") for s in SPLITS}
 _HUB_REPO = "Salesforce/wikitext"
 _HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 DEFAULT_HUB = "wikitext-2-v1"
-DATA_HELP = ("corpus: a directory with train.txt/valid.txt/test.txt (or wiki.*.tokens), or "
-             "hub:CONFIG for Salesforce/wikitext on the Hugging Face hub (e.g. hub:wikitext-2-v1); "
-             "default $LMFIX_DATA, else hub:wikitext-2-v1")  # --data's help, for every command
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Corpus:
     train_sha256: str
     unk_replaced: dict[str, int] = field(default_factory=dict)
     # Word-level tokens (the example's count, <eos> included) and characters per split, so
-    # perplexity can be compared across tokenizations (lmfix.metrics).
+    # perplexity can be compared across tokenizations (lmfix.evaluation).
     words: dict[str, int] = field(default_factory=dict)
     chars: dict[str, int] = field(default_factory=dict)
 
@@ -98,6 +96,13 @@ def tokenize(raw: RawText, tokenizer: Tokenizer) -> Corpus:
     streams, unk = {}, {}
     for s in SPLITS:
         streams[s], unk[s] = tokenizer.encode(raw.lines[s])
+    distinct = streams["train"].unique()
+    if (distinct != tokenizer.vocab.index[EOS]).sum() < 2:
+        # Blank lines only, or one word: a model of it learns nothing, and its perplexity
+        # (1.00 for three splits of blank lines) would look like a result.
+        raise LmfixError(f"{raw.source}: the training split has "
+                         f"{int((distinct != tokenizer.vocab.index[EOS]).sum())} distinct "
+                         f"token(s) besides {EOS}: nothing to learn (at least 2 are needed)")
     return Corpus(raw.name, raw.source, tokenizer, streams["train"], streams["valid"],
                   streams["test"], raw.train_sha256, unk, text_stats(raw, "words"),
                   text_stats(raw, "chars"))
@@ -108,17 +113,55 @@ def text_stats(raw: RawText, what: str) -> dict[str, int]:
     return {s: count(raw.lines[s]) for s in SPLITS}
 
 
-def _read_lines(path: Path) -> list[str]:
+MAX_LINE_CHARS = 10_000_000  # WikiText-103's longest line is ~50k; an endless one must stop
+
+
+def read_lines(path: str | os.PathLike, what: str = "lmfix expects word-level WikiText-style "
+               "text files") -> list[str]:
+    """A text file's lines, read as corpus splits are (see :func:`text_lines`)."""
+    path = Path(path)
     try:
-        # utf-8-sig drops a leading byte-order mark (else the first word would be "\ufeff...");
-        # newline=None reads CRLF and CR line ends as LF.
         with open(path, encoding="utf-8-sig", newline=None) as f:
-            return f.readlines()
+            return _bounded_lines(f, str(path))
     except UnicodeDecodeError as e:
-        raise LmfixError(f"{path}: not UTF-8 text (byte {e.start}); "
-                         "lmfix expects word-level WikiText-style text files") from None
+        raise LmfixError(f"{path}: not UTF-8 text (byte {e.start}); {what}") from None
     except OSError as e:
         raise LmfixError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def text_lines(text) -> list[str]:
+    """Lines of a str, bytes, open text file or list of lines, read like a corpus file: UTF-8,
+    a leading byte-order mark dropped (else the first word would be "\ufeff..."), CRLF and CR
+    line ends read as LF, and no line longer than MAX_LINE_CHARS (an endless line, such as
+    /dev/zero's, would otherwise fill memory)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise LmfixError(f"the text is not UTF-8 (byte {e.start})") from None
+    if isinstance(text, str):
+        return _bounded_lines(io.StringIO(text.removeprefix("\ufeff"), newline=None), "the text")
+    if hasattr(text, "readline"):
+        try:
+            return _bounded_lines(text, getattr(text, "name", "the text"))
+        except UnicodeDecodeError as e:
+            raise LmfixError(f"the text is not UTF-8 (byte {e.start})") from None
+    lines = list(text)
+    if not all(isinstance(line, str) for line in lines):
+        raise LmfixError("text must be a str, bytes, an open file or a list of str lines")
+    return lines
+
+
+def _bounded_lines(f, name: str) -> list[str]:
+    lines: list[str] = []
+    while line := f.readline(MAX_LINE_CHARS + 1):
+        if not lines:
+            line = line.removeprefix("\ufeff")  # a file opened as plain utf-8 keeps its BOM
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+            raise LmfixError(f"{name}: line {len(lines) + 1:,} is longer than "
+                             f"{MAX_LINE_CHARS:,} characters (not line-based text?)")
+        lines.append(line)
+    return lines
 
 
 def find_split_files(directory: Path) -> dict[str, Path]:
@@ -138,7 +181,7 @@ def find_split_files(directory: Path) -> dict[str, Path]:
 def read_directory(directory: str | os.PathLike) -> RawText:
     directory = Path(directory)
     files = find_split_files(directory)
-    lines = {s: _read_lines(p) for s, p in files.items()}
+    lines = {s: read_lines(p) for s, p in files.items()}
     for s, p in files.items():
         if not lines[s]:
             raise LmfixError(f"{p}: the {s} split is empty (no tokens)")

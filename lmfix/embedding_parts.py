@@ -32,8 +32,9 @@ Which base each side has is the model's :class:`Layout`, chosen by ``--embedding
     vectors          output   learned, init vectors    fixed (buffer)         no
     vectors          none     learned, init vectors    = input                yes
 
-("vectors" is the model mode ``fixed``: a file or a random basis.) A fixed classifier gets the
-learned global logit scale of the paper; a learned one does not need it.
+("vectors" is the model mode of given vectors: a file or a random basis; which of their sides
+stay fixed is ``fix``, and :attr:`Layout.fixed` says it for every mode.) A fixed classifier
+gets the learned global logit scale of the paper; a learned one does not need it.
 
 Example::
 
@@ -54,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FIX_SIDES = ("both", "input", "output", "none")
+from .config import FIX_SIDES
+
 
 
 @dataclass(frozen=True)
@@ -78,23 +80,31 @@ class Layout:
     def has_fixed(self) -> bool:
         return "fixed" in (self.input, self.output)
 
+    @property
+    def fixed(self) -> str:
+        """Which sides are fixed: both | input | output | none — the one meaning of "fixed"
+        that summaries and reports show (a learned embedding: none)."""
+        fixed_out = self.output_base == "fixed"
+        if self.input == "fixed":
+            return "both" if fixed_out else "input"
+        return "output" if fixed_out else "none"
 
-# (model mode, fix) -> layout. Learned modes take no --fix (None).
+
+# (model mode, fix) -> layout. Learned modes take no fix (None); given vectors always one side
+# of FIX_SIDES, resolved once where --fix is read (lmfix.embedding_spec.resolve_fix).
 LAYOUTS = {
     ("learned", None): Layout("learned", "tied"),
     ("learned-untied", None): Layout("learned", "learned"),
-    ("fixed", "both"): Layout("fixed", "tied"),
-    ("fixed", "input"): Layout("fixed", "learned"),
-    ("fixed", "output"): Layout("learned", "fixed"),
-    ("fixed", "none"): Layout("learned", "tied"),
+    ("vectors", "both"): Layout("fixed", "tied"),
+    ("vectors", "input"): Layout("fixed", "learned"),
+    ("vectors", "output"): Layout("learned", "fixed"),
+    ("vectors", "none"): Layout("learned", "tied"),
 }
 
 
 def layout(mode: str, fix: str | None = None) -> Layout:
-    """The layout of model mode ``mode`` with ``fix`` (None means "both" for ``fixed``).
-    ValueError for a combination that has none (e.g. ``fix`` with a learned mode)."""
-    if mode == "fixed" and fix is None:
-        fix = "both"
+    """The layout of model mode ``mode`` with ``fix``. ValueError for a combination that has
+    none (``fix`` with a learned mode, or given vectors without a side)."""
     try:
         return LAYOUTS[(mode, fix)]
     except KeyError:

@@ -1,5 +1,6 @@
-"""Turn an ``--embedding`` value into a model mode and, for fixed embeddings, its V×d matrix;
-check that ``--fix``, ``--learn-top`` and ``--delta-rank`` fit it."""
+"""Turn an ``--embedding`` value into a model mode and, for given vectors, their V×d matrix;
+resolve ``--fix`` (once, here) and check that ``--fix``, ``--learn-top`` and ``--delta-rank``
+fit it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embedding_parts import FIX_SIDES
+from .config import FIX_SIDES
 from .errors import LmfixError
 from .model import DEFAULT_DIM
 from .tokenizer import describe, same_tokenizer
@@ -20,10 +21,10 @@ BASIS_SPECS = ("random-orthogonal", "hadamard")
 
 @dataclass
 class ResolvedEmbedding:
-    mode: str  # model mode: learned | learned-untied | fixed
+    mode: str  # model mode: learned | learned-untied | vectors
     source: str  # learned | word2vec | pmi | random-orthogonal | hadamard | file
     dim: int | None  # the file's dimension, None when the caller chooses it
-    matrix: torch.Tensor | None = None  # V×d rows in vocabulary order (fixed only)
+    matrix: torch.Tensor | None = None  # V×d rows in vocabulary order (vectors only)
     coverage: dict = field(default_factory=dict)
 
 
@@ -33,8 +34,16 @@ def planned(spec: str, emsize: int | None) -> tuple[str, int] | None:
     if spec in LEARNED_SPECS:
         return spec, emsize or DEFAULT_DIM
     if spec in BASIS_SPECS:
-        return "fixed", emsize or DEFAULT_DIM
+        return "vectors", emsize or DEFAULT_DIM
     return None
+
+
+def resolve_fix(spec: str, fix: str | None) -> str | None:
+    """The side(s) of given vectors kept fixed: ``--fix``, or both when it is not given; None
+    for a learned embedding (which has no vectors to fix). The one place "not given" is read."""
+    if spec in LEARNED_SPECS:
+        return None
+    return fix or "both"
 
 
 def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, seed: int,
@@ -48,7 +57,7 @@ def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, see
         d = emsize or DEFAULT_DIM
         make = bases.random_orthogonal if spec == "random-orthogonal" else bases.hadamard
         m = torch.from_numpy(np.asarray(make(len(vocab_words), d, seed), dtype=np.float32))
-        return ResolvedEmbedding("fixed", spec, d, m, {"covered": len(vocab_words), "missing": 0,
+        return ResolvedEmbedding("vectors", spec, d, m, {"covered": len(vocab_words), "missing": 0,
                                                        "vocab_size": len(vocab_words)})
     path = Path(spec)
     if not path.exists():
@@ -63,15 +72,18 @@ def resolve_embedding(spec: str, vocab_words: list[str], emsize: int | None, see
                          f"drop --emsize or pass --emsize {d}")
     matrix, coverage = align_to_vocab(emb, vocab_words, oov=oov, seed=seed)
     source = str((emb.meta or {}).get("method") or "file")
-    return ResolvedEmbedding("fixed", source, d, torch.from_numpy(np.asarray(matrix, np.float32)),
+    return ResolvedEmbedding("vectors", source, d, torch.from_numpy(np.asarray(matrix, np.float32)),
                              coverage)
 
 
 def check_embedding_options(spec: str, fix: str | None = None, learn_top: int = 0,
-                            delta_rank: int = 0, vocab_size: int | None = None) -> None:
+                            delta_rank: int = 0, vocab_size: int | None = None,
+                            dim: int | None = None) -> None:
     """One :class:`LmfixError` if the options do not fit the ``--embedding`` value ``spec``:
     ``--fix`` needs given vectors, ``--learn-top``/``--delta-rank`` a fixed tied table
-    (``--fix both``, the default), and ``--learn-top`` at most the vocabulary's words."""
+    (``--fix both``, the default), ``--learn-top`` at most the vocabulary's words and
+    ``--delta-rank`` at most min(V, d), the highest rank a V × d correction has (each checked
+    once the vocabulary size and dimension are known)."""
     if fix is not None and fix not in FIX_SIDES:
         raise LmfixError(f"--fix {fix!r}: use one of {', '.join(FIX_SIDES)}")
     learned = spec in LEARNED_SPECS
@@ -88,6 +100,12 @@ def check_embedding_options(spec: str, fix: str | None = None, learn_top: int = 
     if vocab_size is not None and learn_top > vocab_size:
         raise LmfixError(f"--learn-top {learn_top} is more than the {vocab_size:,} words of the "
                          "vocabulary")
+    known = {k: n for k, n in (("V", vocab_size), ("d", dim)) if n is not None}
+    if known and delta_rank > min(known.values()):
+        sizes = ", ".join(f"{k} = {n:,}" for k, n in known.items())
+        raise LmfixError(f"--delta-rank {delta_rank} is above min(V, d) ({sizes}): a correction "
+                         "A·B of the V × d embedding has no higher rank, and the parameters "
+                         "beyond it would be counted without being usable")
 
 
 def _check_tokenizer(path: Path, built_with: dict | None, corpus_tok: dict | None) -> None:

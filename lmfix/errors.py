@@ -9,9 +9,11 @@ class LmfixError(Exception):
     """A problem with the user's input or environment, explained in one message."""
 
 
-class Interrupted(LmfixError):
-    """Ctrl-C or SIGTERM: the CLI prints the message (what stopped, how to continue) and exits
-    with the shell's conventional status, 128 + the signal number (130, 143)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (:mod:`lmfix.signals`): the CLI prints the message (what stopped, how
+    to continue) and exits with the shell's conventional status, 128 + the signal number
+    (130, 143). A KeyboardInterrupt, as Python's own Ctrl-C is, so no ``except Exception``
+    (a library's error handling, a fallback) can mistake it for a failure and carry on."""
 
     def __init__(self, message: str, signal_name: str = "SIGINT"):
         super().__init__(message)

@@ -1,52 +1,19 @@
 """Allowed ranges of numeric flags, checked when they are parsed (issue 12).
 
 Without these, a bad value either crashed deep inside torch or silently trained nonsense
-(``--bptt -5`` exited 0 with perplexity 1.00). Each range lives once, in a :class:`Range`,
-which is both an argparse ``type=`` (raising ``ArgumentTypeError``, so argparse prints
-"argument --bptt: -5 is not an integer ≥ 1") and the check :func:`check_train_config`
-applies to a config built in Python, where argparse never runs.
+(``--bptt -5`` exited 0 with perplexity 1.00). A :class:`Range` is both an argparse ``type=``
+(raising ``ArgumentTypeError``, so argparse prints "argument --bptt: -5 is not an integer ≥ 1")
+and the check of a value given in Python, where argparse never runs. Each setting names its
+range where it is defined: :mod:`lmfix.config` for training, :mod:`lmfix.embeddings.methods`
+for the build methods; ``docs/cli.md`` lists them all.
 
-``lmfix train`` / ``lmfix run`` (:data:`TRAIN_FLAG_TYPES`, keyed by TrainConfig field)::
-
-    emsize, nhid, nlayers         ≥ 1       a layer of size 0 or no layer is no model
-    batch_size, eval_batch_size   ≥ 1       0 columns: ZeroDivisionError in batchify
-    bptt                          ≥ 1       ≤ 0 made zero batches: "ppl 1.00" from no data
-    epochs, log_interval          ≥ 1
-    dropout                       [0, 1)    p = 1 drops everything; torch refuses p > 1
-    lr                            > 0       finite; ≤ 0 learns nothing or ascends
-    clip                          ≥ 0       finite; 0 means NO clipping: clip_grad_norm_ with
-                                            max_norm 0 would zero every gradient (no learning)
-    weight_decay                  ≥ 0       finite
-    scale_init                    > 0       finite; the logit scale's sign flips every logit
-    seed                          [0, 2^32 − 1]  what numpy's RandomState (gensim) accepts;
-                                            torch.manual_seed takes 64 bits, even after + rank
-    max_train_tokens,
-    max_eval_tokens               ≥ 0       0 = no limit (how `lmfix run` lifts a preset's
-                                            cap); a negative value used to count from the end
-                                            (all but 5 tokens)
-    max_minutes                   > 0       finite
-    checkpoint_every              ≥ 0       finite minutes; 0 = at epoch ends only
-    learn_top, delta_rank         ≥ 0       0 = off; learn_top ≤ V is checked once the
-                                            vocabulary is known (lmfix.embedding_spec)
-    sp_vocab_size                 [1, 2^31 − 1]  sentencepiece stores it as int32 and reports
-                                            too small / too large for the corpus itself
-
-``lmfix build-embeddings`` / ``neighbors`` (:data:`EMBEDDING_FLAG_TYPES`, keyed by dest)::
-
-    dim, epochs                   ≥ 1       (dim: and the vectors must fit in memory)
-    window                        [1, 2^31 − 1]  gensim keeps it in a C int (10^20 hung it);
-                                            PMI counts no offset past the corpus's length
-    negative                      [1, 1000] lmfix trains with hs=0, and gensim with negative=0
-                                            and hs=0 has no output layer; each word's update
-                                            draws that many samples (Mikolov et al. 2013 use
-                                            2-20): 10^9 had not finished a 16-word corpus in 10 min
-    workers                       [1, 1024] one thread each (gensim started 10^5 and hung)
-    neg (PMI shift k), cds        > 0       finite; log k and context counts ** cds
-    eig                           finite    any real (U · S^eig); 0..1 is usual
-    sub                           [0, 1)    a frequency threshold (as pmi.cooccurrence checks)
-    sample                        ≥ 0       finite; gensim reads ≥ 1 as a count threshold
-    seed                          as above; sp_vocab_size as above
-    k                             ≥ 1       neighbours per word
+Why some bounds are what they are: seeds end at 2^32 − 1 (what numpy's RandomState, so gensim,
+accepts); lr, clip, weight decay and the scale are float32 tensors or optimizer scalars (torch
+refuses a larger lr mid-step); ``--clip 0`` means no clipping (clip_grad_norm_ with max_norm 0
+would zero every gradient); word2vec's ``--window`` is a C int in gensim (10^20 hung it),
+``--negative`` is drawn per word update (10^9 had not finished a 16-word corpus in 10 minutes)
+and gensim starts one thread per worker (10^5 hung it); SentencePiece stores its vocabulary
+size as an int32.
 
 Integers may be written 10, 1_000 or 1e6 (an integral value); "2.5", "nan", "abc" are refused.
 Floats must be finite: "nan" and "inf" are refused everywhere. argparse reads "-1e-3" and
@@ -61,12 +28,10 @@ import math
 import numbers
 from decimal import Decimal, InvalidOperation
 
-from .errors import LmfixError
-
-_MISSING = object()
 
 
-def _num(x) -> str:
+def format_number(x) -> str:
+    """``1e-06``, ``0.25``, ``40``: a number as a flag would be written."""
     return format(x, "g") if isinstance(x, float) else str(x)
 
 
@@ -85,12 +50,12 @@ class Range:
         kind = "an integer" if self.integer else "a finite number"
         lo, hi = self.lo, self.hi
         if lo is not None and hi is not None:
-            return (f"{kind} in {'(' if self.lo_open else '['}{_num(lo)}, "
-                    f"{_num(hi)}{')' if self.hi_open else ']'}")
+            return (f"{kind} in {'(' if self.lo_open else '['}{format_number(lo)}, "
+                    f"{format_number(hi)}{')' if self.hi_open else ']'}")
         if lo is not None:
-            return f"{kind} {'>' if self.lo_open else '≥'} {_num(lo)}"
+            return f"{kind} {'>' if self.lo_open else '≥'} {format_number(lo)}"
         if hi is not None:
-            return f"{kind} {'<' if self.hi_open else '≤'} {_num(hi)}"
+            return f"{kind} {'<' if self.hi_open else '≤'} {format_number(hi)}"
         return kind
 
     def _in_range(self, v) -> bool:
@@ -182,47 +147,6 @@ F32_MAX = 3.4028234663852886e38
 positive_f32 = float_in(0.0, F32_MAX, lo_open=True, name="positive_f32")
 nonneg_f32 = float_in(0.0, F32_MAX, name="nonneg_f32")
 
-TRAIN_FLAG_TYPES: dict[str, Range] = {
-    "emsize": positive_int, "nhid": positive_int, "nlayers": positive_int,
-    "dropout": dropout, "scale_init": positive_f32, "sp_vocab_size": sp_vocab_size,
-    "lr": positive_f32, "clip": nonneg_f32, "epochs": positive_int,
-    "batch_size": positive_int, "eval_batch_size": positive_int, "bptt": positive_int,
-    "weight_decay": nonneg_f32, "seed": seed,
-    "max_train_tokens": nonneg_int, "max_eval_tokens": nonneg_int,  # 0: no limit
-    "max_minutes": positive_finite_float, "log_interval": positive_int,
-    "checkpoint_every": nonneg_finite_float,
-    "learn_top": nonneg_int, "delta_rank": nonneg_int,
-}
-# TrainConfig fields whose None means "default / no limit" rather than a missing value.
-TRAIN_OPTIONAL = frozenset({"emsize", "nhid", "scale_init", "max_train_tokens",
-                            "max_eval_tokens", "max_minutes"})
-
-EMBEDDING_FLAG_TYPES: dict[str, Range] = {
-    "dim": positive_int, "seed": seed, "k": positive_int, "sp_vocab_size": sp_vocab_size,
-    "window": positive_c_int, "sub": fraction, "cds": positive_finite_float,
-    "neg": positive_finite_float, "eig": finite_float, "negative": negative_samples,
-    "sample": nonneg_finite_float, "epochs": positive_int, "workers": workers,
-}
-
-
-def flag_name(field: str) -> str:
-    """``max_train_tokens`` → ``--max-train-tokens``."""
-    return "--" + field.replace("_", "-")
-
-
-def check_train_config(cfg) -> None:
-    """Raise one :class:`LmfixError` listing every field of ``cfg`` outside its range.
-
-    ``cfg`` is a TrainConfig or anything with the same attributes (missing ones are
-    skipped); a None is allowed where TrainConfig uses it for "default" or "no limit".
-    """
-    problems = []
-    for field, rng in TRAIN_FLAG_TYPES.items():
-        value = getattr(cfg, field, _MISSING)
-        if value is _MISSING or (value is None and field in TRAIN_OPTIONAL):
-            continue
-        why = rng.error(value)
-        if why:
-            problems.append(f"{flag_name(field)}: {why}")
-    if problems:
-        raise LmfixError("; ".join(problems))
+# build-embeddings' and neighbors' own flags (each method's settings carry their ranges in
+# lmfix.embeddings.methods)
+EMBEDDING_FLAG_TYPES: dict[str, Range] = {"dim": positive_int, "seed": seed, "k": positive_int}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -101,3 +102,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise LmfixError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LmfixError(f"{path}: not a readable JSON file ({e})") from None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None: strict JSON has no NaN or inf (a table keeps
+    showing them as "nan"/"inf")."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -10,60 +10,50 @@ over this module::
     >>> print(m.generate("The king", words=30, seed=1)[0])           # doctest: +SKIP
     >>> m.embedding().most_similar("king")                          # doctest: +SKIP
 
-Text is tokenized the way the run was trained (its saved vocab.txt or tokenizer.model) and
-scored on the path training used to test it: :func:`lmfix.data.batchify` with the run's eval
-batch size, :func:`lmfix.train.evaluate` with its bptt. So a split of the run's own corpus,
-evaluated with the run's settings, reproduces summary.json. Words the run's vocabulary lacks
-become ``<unk>`` and are counted. Only a finished run's best model (best.pt) is used, read with
-``weights_only=True``.
+Text is tokenized the way the run was trained (its saved vocab.txt or tokenizer.model, which
+must be the very file config.json records the sha256 of) and scored as training tested it
+(:mod:`lmfix.evaluation`: :func:`lmfix.data.batchify` with the run's eval batch size, its
+bptt). So a split of the run's own corpus, evaluated with the run's settings, reproduces
+summary.json. Words the run's vocabulary lacks become ``<unk>`` and are counted. Only a
+finished run's best model (best.pt) is used, read with ``weights_only=True``. This module
+imports the model, never the training code (as nanoGPT's ``sample.py``).
 """
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Iterable, Union
+from typing import IO, Iterable, Iterator, Union
 
 import torch
 
-from . import flags, rundir
+from . import evaluation, flags
 from .checkpoint import load_checkpoint
-from .data import SPLITS, RawText, batchify, count_chars, count_words, read_text
+from .data import SPLITS, RawText, batchify, count_chars, count_words, read_text, text_lines
+from .device import pick_device
 from .errors import LmfixError, first_line
-from .fsutil import read_json
-from .metrics import bits_per_char, ppl, word_ppl
+from .evaluation import ppl
+from .memory import available_bytes, format_bytes
 from .model import LSTMLM, ModelConfig
-from .tokenizer import (VOCAB_FILE, Tokenizer, WordTokenizer, describe, kind_of,
-                        load_tokenizer)
-from .train import evaluate as evaluate_loss
-from .train import pick_device
-from .vocab import EOS, UNK, build_vocab
+from .rundir import BEST, CONFIG, RunDir
+from .tokenizer import Tokenizer, describe, load_tokenizer
+from .vocab import EOS, UNK
 
-UNK_WARN_PCT = 5.0  # above this share of <unk>-replaced tokens, results carry a warning
 TextLike = Union[str, bytes, IO, Iterable[str]]
+# Generation's ranges. Any T > 0 works: it divides the logits after their maximum is
+# subtracted, so every value is ≤ 0 and the likeliest token's is exactly 0 (see _sample).
+TEMPERATURE = flags.positive_finite_float
+WORDS = flags.int_in(1, 10_000_000, name="words")  # a longer text streams for days
+SAMPLES = flags.int_in(1, 100_000, name="samples")  # and each sample holds V logits
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu",
-         data: str | None = None) -> LanguageModel:
-    """The best model of the finished run in ``run_dir``, in eval mode on ``device``.
-
-    ``data`` (a directory or ``hub:CONFIG``) is only needed for a word-level run saved before
-    runs kept their vocabulary (no vocab.txt) whose recorded corpus has moved: the vocabulary
-    is rebuilt from the training split, which must be the very text the run was trained on
-    (its sha256 is checked against config.json).
-    """
-    run_dir = Path(run_dir)
-    config = _finished_run_config(run_dir)
-    device = _device(device)
-    raw_cache: dict[str, RawText] = {}
-    tokenizer = _run_tokenizer(run_dir, config, data, raw_cache)
-    model = _best_model(run_dir, config, len(tokenizer.vocab))
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
-    lm = LanguageModel(model, tokenizer, config, summary, run_dir)
-    lm._raw_cache = raw_cache
-    return lm.to(device)
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> LanguageModel:
+    """The best model of the finished run in ``run_dir``, in eval mode on ``device``."""
+    run = RunDir(run_dir)
+    config = _finished_run_config(run)
+    tokenizer = load_tokenizer(config["tokenizer"], run.path, config["tokenizer_sha256"])
+    model = _best_model(run, config, len(tokenizer.vocab))
+    return LanguageModel(model, tokenizer, config, run.read_summary(), run.path).to(device)
 
 
 class LanguageModel:
@@ -113,14 +103,14 @@ class LanguageModel:
                    max_tokens: int | None = None, *, name: str = "the text") -> dict:
         """Perplexity of ``text``: a str (split into lines), a list of lines, or an open file.
 
-        Read like a corpus split: one ``<eos>`` per line, a leading byte-order mark dropped.
-        ``batch_size`` defaults to the run's eval batch size; ``max_tokens`` (the first N
-        tokens) to all of them. Returns ppl, loss (mean NLL, nats), tokens (evaluated
-        targets), words, word_ppl, bpc, unk / unk_pct (words missing from the run's
-        vocabulary, now ``<unk>``, among the evaluated tokens) and a ``warning`` (or None);
-        ``name`` is what messages call the text.
+        Read like a corpus split (:func:`lmfix.data.text_lines`): one ``<eos>`` per line, a
+        leading byte-order mark dropped, lines of bounded length. ``batch_size`` defaults to
+        the run's eval batch size; ``max_tokens`` (the first N tokens) to all of them. Returns
+        ppl, loss (mean NLL, nats), tokens (evaluated targets), words, word_ppl, bpc, unk /
+        unk_pct (words missing from the run's vocabulary, now ``<unk>``, among the evaluated
+        tokens) and a ``warning`` (or None); ``name`` is what messages call the text.
         """
-        return self._score(as_lines(text), batch_size, max_tokens, name)
+        return self._score(text_lines(text), batch_size, max_tokens, name)
 
     def evaluate(self, split: str = "test", data: str | None = None,
                  batch_size: int | None = None, max_tokens: int | None = None) -> dict:
@@ -162,15 +152,9 @@ class LanguageModel:
         """How a corpus compares with the run's: the same training text (sha256)? For
         word-level runs, the same vocabulary, and how many of its words the run lacks."""
         want = (self.config.get("corpus") or {}).get("train_sha256")
-        out = {"name": raw.name, "source": raw.source, "train_sha256": raw.train_sha256,
-               "same_train_text": want is not None and raw.train_sha256 == want}
-        if isinstance(self.tokenizer, WordTokenizer):
-            words = build_vocab(raw.lines["train"]).words
-            index = self.vocab.index
-            missing = [w for w in words if w not in index]
-            out.update(vocab_identical=words == self.vocab.words, vocab_size=len(words),
-                       vocab_missing=len(missing), vocab_missing_examples=missing[:5])
-        return out
+        return {"name": raw.name, "source": raw.source, "train_sha256": raw.train_sha256,
+                "same_train_text": want is not None and raw.train_sha256 == want,
+                **self.tokenizer.compare_vocab(raw.lines["train"])}
 
     def _summary_ppl(self, split: str, check: dict, bsz: int, limit: int | None) -> float | None:
         """summary.json's figure for this split, when this evaluation is the same one."""
@@ -205,40 +189,15 @@ class LanguageModel:
                              "--batch-size)")
         bptt = self.train_config.get("bptt", 35)
         data = batchify(ids, bsz).to(self.device)
-        loss, ntok = evaluate_loss(self.model, data, bptt)
-        # Word ppl and bpc exactly as training's summary computes them (train._word_level):
-        # the NLL of the evaluated targets over the words starting among them, and the
-        # text's characters per word applied to those words.
-        targets = data[1:]
-        words = self.tokenizer.count_words(targets.t())
-        chars = count_chars(lines) * words / max(count_words(lines), 1)
-        unk = self._oov_tokens(lines, ids.numel())
-        res = {"ppl": ppl(loss), "loss": loss, "tokens": ntok, "words": words,
-               "word_ppl": word_ppl(loss, ntok, words) if words else None,
-               "bpc": bits_per_char(loss, ntok, chars) if chars else None,
-               "unk": unk, "unk_pct": 100.0 * unk / max(ids.numel(), 1),
-               "text_tokens": text_tokens, "lines": len(lines), "batch_size": bsz,
-               "bptt": bptt, "max_tokens": limit, "warning": None}
-        if res["unk_pct"] > UNK_WARN_PCT:
-            res["warning"] = (f"{res['unk_pct']:.1f}% of the tokens of {what} are words missing "
-                              f"from the run's vocabulary, scored as {UNK}; a perplexity over "
-                              f"many {UNK}s means little")
-        return res
-
-    def _oov_tokens(self, lines: list[str], limit: int) -> int:
-        """Words of the first ``limit`` tokens that the vocabulary lacks (word-level runs;
-        SentencePiece's byte fallback never meets an unknown word)."""
-        if not isinstance(self.tokenizer, WordTokenizer):
-            return 0
-        index, n, seen = self.vocab.index, 0, 0
-        for line in lines:
-            for w in line.split():
-                if seen >= limit:
-                    return n
-                seen += 1
-                n += w not in index
-            seen += 1  # the line's <eos>
-        return n
+        loss, ntok = evaluation.mean_nll(self.model, data, bptt)
+        level = evaluation.word_level(loss, data, self.tokenizer, count_words(lines),
+                                      count_chars(lines))
+        unk = self.tokenizer.count_unknown(lines, ids.numel())
+        return {"ppl": ppl(loss), "loss": loss, "tokens": ntok, **level,
+                "unk": unk, "unk_pct": 100.0 * unk / max(ids.numel(), 1),
+                "text_tokens": text_tokens, "lines": len(lines), "batch_size": bsz,
+                "bptt": bptt, "max_tokens": limit,
+                "warning": evaluation.unk_warning(unk, ids.numel(), what)}
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -247,29 +206,26 @@ class LanguageModel:
         follows one in training), then the prompt's tokens, an ``<eos>`` at each line break;
         and the prompt's words the vocabulary lacks (they become ``<unk>``)."""
         eos = self.vocab.index[EOS]
-        text = "".join(as_lines(prompt)) if prompt else ""
+        text = "".join(text_lines(prompt)) if prompt else ""
         if not text.split():
             return [eos], []
         parts = text.split("\n")
         ids, _ = self.tokenizer.encode(parts)
         ids = [eos] + ids.tolist()[:-1]  # no <eos> after the last part: it is continued
-        unknown: list[str] = []
-        if isinstance(self.tokenizer, WordTokenizer):
-            words = [w for p in parts for w in p.split()]
-            unknown = [w for w in words if w not in self.vocab.index]
-            if len(unknown) == len(words):
-                raise LmfixError(f"every word of the prompt is missing from the run's vocabulary "
-                                 f"({' '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}"
-                                 f" would all be {UNK}); use words of its training text")
+        words = [w for p in parts for w in p.split()]
+        unknown = self.tokenizer.unknown_words(words)
+        if unknown and len(unknown) == len(words):
+            raise LmfixError(f"every word of the prompt is missing from the run's vocabulary "
+                             f"({' '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}"
+                             f" would all be {UNK}); use words of its training text")
         return ids, unknown
 
-    @torch.no_grad()
     def generate(self, prompt: str = "", words: int = 50, temperature: float = 1.0,
                  top_k: int | None = None, seed: int | None = None,
                  samples: int = 1) -> list[str]:
         """``samples`` continuations of ``prompt``, sampled as one batch; each string is the
         prompt (as the run tokenizes it: unknown words show as ``<unk>``) plus its
-        continuation.
+        continuation. :meth:`stream` gives the same text as it is produced.
 
         ``words``: word-level runs generate that many tokens (``<eos>``, a line break,
         counts as one); SentencePiece runs generate pieces until that many words are complete
@@ -277,35 +233,77 @@ class LanguageModel:
         ``top_k`` samples among the k likeliest tokens only (1: greedy, the same text for any
         seed). The same ``seed`` gives the same text (on the same device).
         """
-        words = _checked(flags.positive_int, "words", words)
-        samples = _checked(flags.positive_int, "samples", samples)
-        temperature = _checked(flags.positive_finite_float, "temperature", temperature)
+        texts = [""] * _checked(SAMPLES, "samples", samples)
+        for b, text in self.stream(prompt, words, temperature, top_k, seed, samples):
+            texts[b] += text
+        return texts
+
+    def stream(self, prompt: str = "", words: int = 50, temperature: float = 1.0,
+               top_k: int | None = None, seed: int | None = None,
+               samples: int = 1) -> Iterator[tuple[int, str]]:
+        """(sample, text) pieces of :meth:`generate`'s texts, in the order they are produced:
+        each sample's pieces joined are its text. The arguments are checked at once."""
+        words = _checked(WORDS, "words", words)
+        samples = _checked(SAMPLES, "samples", samples)
+        temperature = _checked(TEMPERATURE, "temperature", temperature)
         top_k = _checked(flags.positive_int, "top_k", top_k)
         seed = _checked(flags.seed, "seed", seed)
         if words is None or samples is None or temperature is None:
             raise LmfixError("words, samples and temperature need values")
+        self._check_fits(samples)
         prompt_ids, _ = self.encode_prompt(prompt)
-        dev, model = self.device, self.model.eval()
+        return self._stream(prompt_ids, words, temperature, top_k, seed, samples)
+
+    @torch.no_grad()
+    def _stream(self, prompt_ids: list[int], words: int, temperature: float,
+                top_k: int | None, seed: int | None, samples: int) -> Iterator[tuple[int, str]]:
+        dev, model, tok = self.device, self.model.eval(), self.tokenizer
         gen = torch.Generator(device=dev)
         if seed is None:
             gen.seed()
         else:
             gen.manual_seed(seed)
+        streams = [tok.text_stream() for _ in range(samples)]
+        for b, s in enumerate(streams):  # the prompt as the run reads it (<unk> shown)
+            text = "".join(s.feed(i) for i in prompt_ids[1:])
+            if text:
+                yield b, text
         x = torch.tensor(prompt_ids, device=dev).unsqueeze(1).expand(-1, samples).contiguous()
         feats, hidden = model(x, model.init_hidden(samples))
         last = feats.view(len(prompt_ids), samples, -1)[-1]
-        stop = _WordCounter(self.tokenizer, words, samples, prompt_ids[-1])
-        out: list[list[int]] = [[] for _ in range(samples)]
-        while True:
+        count, done, prev = [0] * samples, [False] * samples, [prompt_ids[-1]] * samples
+        # A SentencePiece model that never starts a word still ends: at most ~20 pieces a word.
+        for _ in range(20 * words + 50):
             nxt = _sample(model.logits(last), temperature, top_k, gen)
             for b, token in enumerate(nxt.tolist()):
-                if stop.take(b, token):
-                    out[b].append(token)
-            if stop.all_done():
+                if done[b]:
+                    continue
+                starts = tok.starts_word(prev[b], token)
+                prev[b] = token
+                if starts and count[b] == words:  # word N + 1 begins: word N is complete
+                    done[b] = True
+                    continue
+                count[b] += starts
+                if text := streams[b].feed(token):
+                    yield b, text
+            if all(done):
                 break
             feats, hidden = model(nxt.view(1, samples), hidden)
             last = feats
-        return [self.tokenizer.decode(prompt_ids[1:] + ids) for ids in out]
+        for b, s in enumerate(streams):
+            if text := s.end():
+                yield b, text
+
+    def _check_fits(self, samples: int) -> None:
+        """Each sample holds its V logits a few times over in float32 while it is sampled
+        (logits, shifted, probabilities, multinomial's noise: ~16 bytes a vocabulary entry,
+        with the LSTM state besides): refuse what memory cannot hold before allocating it."""
+        need = samples * (len(self.vocab) * 16 + self.model.cfg.nlayers * self.model.cfg.nhid * 8)
+        free = available_bytes(self.device)
+        if free is not None and need > 0.9 * free:
+            raise LmfixError(f"--samples {samples}: sampling them at once needs about "
+                             f"{format_bytes(need)} for the {len(self.vocab):,}-token vocabulary "
+                             f"but only {format_bytes(free)} is available; use fewer samples")
 
     # -- embedding -----------------------------------------------------------------------------
 
@@ -326,89 +324,20 @@ class LanguageModel:
 # Helpers
 
 
-class _WordCounter:
-    """When each sample of a batch has generated enough (see LanguageModel.generate)."""
-
-    def __init__(self, tokenizer: Tokenizer, words: int, samples: int, last_prompt_id: int):
-        self.words, self.kind = words, tokenizer.kind
-        self.count = [0] * samples
-        self.done = [False] * samples
-        self.steps = 0
-        if self.kind != "word":
-            from .subword import WORD_START
-            pieces = tokenizer.vocab.words
-            self.starts = {i for i, p in enumerate(pieces) if p.startswith(WORD_START)}
-            self.bare = pieces.index(WORD_START) if WORD_START in pieces else -1
-            self.eos = tokenizer.vocab.index[EOS]
-            self.prev = [last_prompt_id] * samples
-            self.max_steps = 20 * words + 50  # a model that never starts a word still ends
-
-    def take(self, b: int, token: int) -> bool:
-        """Whether sample ``b`` keeps ``token``."""
-        if self.done[b]:
-            return False
-        if self.kind == "word":
-            self.count[b] += 1
-            self.done[b] = self.count[b] >= self.words
-            return True
-        # lmfix.subword.words_in_pieces' rule: a "▁" piece starts a word, an <eos> too unless
-        # it follows a bare "▁" (a literal "<eos>" word, already counted)
-        starts = token in self.starts or (token == self.eos and self.prev[b] != self.bare)
-        self.prev[b] = token
-        if starts and self.count[b] == self.words:  # word N+1 begins: word N is complete
-            self.done[b] = True
-            return False
-        self.count[b] += starts
-        return True
-
-    def all_done(self) -> bool:
-        self.steps += 1
-        if self.kind != "word" and self.steps >= self.max_steps:
-            return True
-        return all(self.done)
-
-
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
             gen: torch.Generator) -> torch.Tensor:
-    logits = logits.float()
     if top_k == 1:
         return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+    # The maximum subtracted first, as softmax does inside: (logits - max) / T is ≤ 0, and 0
+    # for the likeliest token, for any T > 0 (at worst -inf elsewhere: greedy), where
+    # logits / 1e-40 overflowed to inf and inf - inf made the NaNs multinomial refused.
+    z = logits.float()
+    z = (z - z.max(dim=-1, keepdim=True).values) / temperature
+    if top_k is not None and top_k < z.size(-1):
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    probs = torch.softmax(z, dim=-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(1)
-
-
-def as_lines(text: TextLike) -> list[str]:
-    """Lines of a str, bytes, open file or list of lines, read like a corpus file
-    (universal newlines, a leading byte-order mark dropped)."""
-    if hasattr(text, "read"):
-        text = text.read()
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise LmfixError(f"the text is not UTF-8 (byte {e.start})") from None
-    if isinstance(text, str):
-        return io.StringIO(text.removeprefix("\ufeff"), newline=None).readlines()
-    lines = list(text)
-    if not all(isinstance(line, str) for line in lines):
-        raise LmfixError("text must be a str, bytes, an open file or a list of str lines")
-    return lines
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """A plain text file's lines, read as corpus splits are (utf-8-sig, universal newlines)."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline=None) as f:
-            return f.readlines()
-    except UnicodeDecodeError as e:
-        raise LmfixError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise LmfixError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _checked(rng: flags.Range, name: str, value):
@@ -425,30 +354,33 @@ def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else pick_device(str(device))
 
 
-def _finished_run_config(run_dir: Path) -> dict:
-    """config.json of the finished run in ``run_dir``; otherwise an error saying what is there."""
-    if not run_dir.exists():
-        raise LmfixError(f"run directory {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise LmfixError(f"{run_dir} is not a run directory (a run directory holds config.json "
-                         "and best.pt)")
-    if not (run_dir / "config.json").is_file():
-        raise LmfixError(f"{run_dir} holds no lmfix run (no config.json); {_contents(run_dir)}")
-    config = rundir.load_config(run_dir)
-    status = rundir.read_status(run_dir)
-    state = status.get("status")
-    if state != "finished":
+def _finished_run_config(run: RunDir) -> dict:
+    """config.json of the finished run in ``run``; otherwise an error saying what is there."""
+    if not run.path.exists():
+        raise LmfixError(f"run directory {run.path} does not exist")
+    if not run.path.is_dir():
+        raise LmfixError(f"{run.path} is not a run directory (a run directory holds "
+                         "config.json and best.pt)")
+    if not (run / CONFIG).is_file():
+        raise LmfixError(f"{run.path} holds no lmfix run (no config.json); {_contents(run.path)}")
+    config = run.read_config()
+    status = run.status()
+    if not run.finished:
         why = {None: "it has no readable status.json",
                "running": "its status is running (still training, or killed before it could "
                           "say so)",
                "interrupted": f"it was interrupted; continue it with: lmfix train --resume "
-                              f"{run_dir}",
-               "failed": f"it failed ({first_line(Exception(status.get('error') or '?'))})"}
-        raise LmfixError(f"{run_dir} holds no finished run: "
-                         f"{why.get(state, f'its status is {state}')}; only a finished run's "
-                         "best model is used")
-    if not isinstance(config.get("model"), dict):
-        raise LmfixError(f"{run_dir / 'config.json'} records no model configuration")
+                              f"{run.path}",
+               "failed": f"it failed ({first_line(Exception(status.error or '?'))})",
+               "finished": "its summary.json is missing"}
+        raise LmfixError(f"{run.path} holds no finished run: {why[status.state]}; only a "
+                         "finished run's best model is used")
+    for key in ("model", "tokenizer"):
+        if not isinstance(config.get(key), dict):
+            raise LmfixError(f"{run / CONFIG} records no {key} configuration")
+    if not isinstance(config.get("tokenizer_sha256"), str):
+        raise LmfixError(f"{run / CONFIG} records no tokenizer_sha256: it was made by an "
+                         "older lmfix; train it again")
     return config
 
 
@@ -470,58 +402,21 @@ def _contents(directory: Path) -> str:
     return "it contains " + ", ".join(entries[:8]) + more
 
 
-def _run_tokenizer(run_dir: Path, config: dict, data: str | None,
-                   raw_cache: dict[str, RawText]) -> Tokenizer:
-    identity = config.get("tokenizer")
-    if kind_of(identity) == "word" and not (run_dir / VOCAB_FILE).exists():
-        return _rebuild_vocabulary(run_dir, config, data, raw_cache)
-    return load_tokenizer(identity, run_dir)
-
-
-def _rebuild_vocabulary(run_dir: Path, config: dict, data: str | None,
-                        raw_cache: dict[str, RawText]) -> WordTokenizer:
-    """A word run saved before runs kept vocab.txt: its vocabulary is the training split's
-    (lmfix.vocab.build_vocab), read from the corpus config.json records (or ``data``), whose
-    training text must be the run's (sha256)."""
-    corpus = config.get("corpus") or {}
-    want = corpus.get("train_sha256")
-    candidates = [s for s in dict.fromkeys((data, config["train"].get("data"),
-                                            corpus.get("source"))) if s]
-    tried = []
-    for spec in candidates:
-        try:
-            raw = raw_cache.get(spec) or read_text(spec)
-        except LmfixError as e:
-            tried.append(f"{spec}: {first_line(e)}")
-            continue
-        raw_cache[spec] = raw
-        if want and raw.train_sha256 != want:
-            tried.append(f"{spec}: another training text (sha256 {raw.train_sha256[:12]}, the "
-                         f"run's {want[:12]})")
-            continue
-        return WordTokenizer(build_vocab(raw.lines["train"]))
-    raise LmfixError(f"{run_dir} has no {VOCAB_FILE} (it was trained before runs saved their "
-                     f"vocabulary) and its corpus is not available ("
-                     f"{'; '.join(tried) or 'none recorded'}); pass --data with the corpus it "
-                     "was trained on")
-
-
-def _best_model(run_dir: Path, config: dict, vocab_size: int) -> LSTMLM:
+def _best_model(run: RunDir, config: dict, vocab_size: int) -> LSTMLM:
     known = {f.name for f in fields(ModelConfig)}
     try:
         mcfg = ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
         if mcfg.vocab_size != vocab_size:
             raise ValueError(f"the model has {mcfg.vocab_size} words, the run's tokenizer "
                              f"{vocab_size}")
-        fixed = torch.zeros(mcfg.vocab_size, mcfg.emsize) if mcfg.embedding == "fixed" else None
+        fixed = torch.zeros(mcfg.vocab_size, mcfg.emsize) if mcfg.embedding == "vectors" else None
         with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
             model = LSTMLM(mcfg, fixed)
     except (TypeError, ValueError) as e:
-        raise LmfixError(f"{run_dir / 'config.json'}: cannot rebuild the model "
-                         f"({first_line(e)})") from None
-    path = run_dir / rundir.BEST
+        raise LmfixError(f"{run / CONFIG}: cannot rebuild the model ({first_line(e)})") from None
+    path = run / BEST
     if not path.is_file():
-        raise LmfixError(f"{run_dir} has no {rundir.BEST} (the best model); {_contents(run_dir)}")
+        raise LmfixError(f"{run.path} has no {BEST} (the best model); {_contents(run.path)}")
     state = load_checkpoint(path, map_location="cpu")
     try:
         model.load_state_dict(state["model"])
@@ -529,14 +424,3 @@ def _best_model(run_dir: Path, config: dict, vocab_size: int) -> LSTMLM:
         raise LmfixError(f"{path} does not match the model in config.json "
                          f"({first_line(e)})") from None
     return model.eval()
-
-
-def finite_or_none(obj):
-    """``obj`` with non-finite floats as None (strict JSON has no inf/nan)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj

@@ -16,8 +16,11 @@ import random
 import sys
 
 from . import flags
+from .config import help_text
+from .data import read_lines
 from .errors import LmfixError
-from .inference import LanguageModel, finite_or_none, load, read_lines
+from .fsutil import json_safe
+from .inference import SAMPLES, TEMPERATURE, WORDS, LanguageModel, load
 
 _RUN_HELP = "a finished run directory (config.json, best.pt, status finished)"
 _DEVICE_HELP = "auto, cpu or cuda (default %(default)s)"
@@ -33,13 +36,14 @@ def register(subparsers) -> None:
                     "from the run's vocabulary become <unk> and are counted.")
     p.add_argument("run_dir", metavar="RUN_DIR", help=_RUN_HELP)
     p.add_argument("--data", default=None,
-                   help="corpus: a directory with train/valid/test.txt or hub:CONFIG "
-                        "(default: the run's own, as config.json records it)")
+                   help=help_text("data").split(" (default")[0]
+                   + " (default: the run's own, as config.json records it)")
     p.add_argument("--split", choices=("valid", "test", "train", "all"), default=None,
                    help="split of --data to evaluate (default test)")
     p.add_argument("--file", default=None, metavar="TEXT",
                    help="evaluate a plain text file instead, read like a corpus split (UTF-8, "
-                        "one <eos> per line); not with --split")
+                        "one <eos> per line, lines of at most 10,000,000 characters); not with "
+                        "--split")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--max-eval-tokens", type=flags.positive_int, default=None, metavar="N",
                    help="evaluate the first N tokens only (default: the run's max_eval_tokens, "
@@ -60,23 +64,24 @@ def register(subparsers) -> None:
                    help="text to continue (default: none, start from <eos>); words missing "
                         "from the vocabulary become <unk>, a prompt of only such words is "
                         "refused")
-    p.add_argument("--words", type=flags.positive_int, default=50, metavar="N",
+    p.add_argument("--words", type=WORDS, default=50, metavar="N",
                    help="length: N tokens for a word-level run (<eos> counts as one); for a "
                         "SentencePiece run, pieces until N words are complete (a word starts "
-                        "at a '▁' piece or <eos>) (default %(default)s)")
-    p.add_argument("--temperature", type=flags.positive_finite_float, default=1.0,
-                   metavar="T", help="divide the logits by T > 0 (default %(default)s)")
+                        f"at a '▁' piece or <eos>) (default %(default)s; {WORDS.allowed}). "
+                        "The text is printed as it is generated")
+    p.add_argument("--temperature", type=TEMPERATURE, default=1.0,
+                   metavar="T", help="divide the logits by T > 0 (default %(default)s; small T "
+                                     "approaches --top-k 1)")
     p.add_argument("--top-k", type=flags.positive_int, default=None, metavar="K",
                    help="sample among the K likeliest tokens only; 1 is greedy (default: all)")
     p.add_argument("--seed", type=flags.seed, default=None, metavar="S",
                    help="random seed: the same seed gives the same text (default: a random "
                         "one, printed to stderr)")
-    p.add_argument("--samples", type=flags.positive_int, default=1, metavar="M",
-                   help="continuations to sample, as one batch (default %(default)s)")
+    p.add_argument("--samples", type=SAMPLES, default=1, metavar="M",
+                   help="continuations to sample, as one batch (default %(default)s; "
+                        f"{SAMPLES.allowed}, and what memory holds); with M > 1 each is "
+                        "printed once complete, and Ctrl-C prints what each has so far")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    p.add_argument("--data", default=None,
-                   help="only for a word-level run without vocab.txt whose recorded corpus "
-                        "moved: the corpus it was trained on, to rebuild its vocabulary")
     p.set_defaults(func=cmd_generate)
 
 
@@ -84,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.file is not None and args.split is not None:
         raise LmfixError("--split and --file do not go together: --file evaluates a text file, "
                          "--split a split of --data")
-    lm = load(args.run_dir, device=args.device, data=args.data)
+    lm = load(args.run_dir, device=args.device)
     limit = args.max_eval_tokens or lm.train_config.get("max_eval_tokens")
     if args.file is not None:
         res = lm.perplexity(read_lines(args.file), args.batch_size, limit, name=args.file)
@@ -95,7 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = {"run": str(lm.run_dir), "device": str(lm.device), **report,
               "warnings": [r["warning"] for r in report["splits"].values() if r["warning"]]}
     if args.json:
-        print(json.dumps(finite_or_none(report), allow_nan=False))
+        print(json.dumps(json_safe(report), allow_nan=False))
     else:
         print(_render(lm, report))
 
@@ -146,7 +151,7 @@ def _num(x, digits: int) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    lm = load(args.run_dir, device=args.device, data=args.data)
+    lm = load(args.run_dir, device=args.device)
     _, unknown = lm.encode_prompt(args.prompt)  # refuses a prompt of unknown words only
     if unknown:
         print(f"lmfix: note: not in the run's vocabulary, read as <unk>: {' '.join(unknown)}",
@@ -156,11 +161,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
         seed = random.SystemRandom().randrange(2**32)
         print(f"lmfix: seed {seed} (pass --seed {seed} to repeat)",
               file=sys.stderr)
-    texts = lm.generate(args.prompt, words=args.words, temperature=args.temperature,
-                        top_k=args.top_k, seed=seed, samples=args.samples)
-    if len(texts) == 1:
-        print(texts[0])
+    pieces = lm.stream(args.prompt, words=args.words, temperature=args.temperature,
+                       top_k=args.top_k, seed=seed, samples=args.samples)
+    if args.samples == 1:  # printed as it comes: a long text shows progress, Ctrl-C keeps it
+        try:
+            for _, text in pieces:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        finally:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         return
+    texts = [""] * args.samples
+    try:
+        for b, text in pieces:
+            texts[b] += text
+    except KeyboardInterrupt:  # what each sample has so far, then the one-line stop message
+        _print_samples(texts, " (stopped)")
+        raise
+    _print_samples(texts)
+
+
+def _print_samples(texts: list[str], note: str = "") -> None:
     for i, text in enumerate(texts, 1):
-        print(f"--- sample {i} ---")
+        print(f"--- sample {i}{note} ---")
         print(text)
+    sys.stdout.flush()

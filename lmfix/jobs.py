@@ -48,8 +48,9 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import rundir
+from . import signals
 from .errors import Interrupted, LmfixError, first_line
+from .rundir import LAST, RunDir
 
 STOP_TIMEOUT_S = 120.0  # how long stopped workers get to checkpoint before they are killed
 POLL_S = 0.2
@@ -117,29 +118,6 @@ class _Job:
         return self.out.name
 
 
-class _Signals:
-    """SIGINT/SIGTERM only set a flag while workers run (the loop decides what to do), and
-    count, so a second one can kill what the first asked to stop."""
-
-    def __init__(self):
-        self.got: list[str] = []
-        self.old: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.old[s] = signal.signal(s, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        self.got.append(signal.Signals(signum).name)
-
-    def __exit__(self, *exc):
-        for s, h in self.old.items():
-            signal.signal(s, h)
-        return False
-
-
 def train_parallel(planned: list, out: Path, force: bool, jobs: int,
                    worker: str = "lmfix.run") -> dict[str, str]:
     """Train the variants ``planned``, (TrainConfig, "fresh" | "resume") pairs, in up to
@@ -162,7 +140,7 @@ def train_parallel(planned: list, out: Path, force: bool, jobs: int,
     print(f"training {len(todo)} variant(s), {n} at a time ({on}); worker logs in {logs}",
           flush=True)
     queue, running, failed = deque(todo), {}, {}
-    with _Signals() as sig:
+    with signals.Flag() as sig:
         try:
             while queue or running:
                 if sig.got:
@@ -217,30 +195,28 @@ def _start(job: _Job, slot: int, threads: int, gpus: list[str], logs: Path, forc
 def _ended(job: _Job, rc: int, failed: dict[str, str], logs: Path) -> None:
     """Report a worker that exited, and record it failed if it did not finish."""
     took = _took(time.perf_counter() - job.started)
-    status = rundir.read_status(job.out)
-    if rc == 0 and status.get("status") == "finished" and (job.out / "summary.json").is_file():
-        s = json.loads((job.out / "summary.json").read_text())
+    out = RunDir(job.out)
+    if rc == 0 and out.finished:
+        s = out.read_summary()
         print(f"{job.name}: finished in {took} | valid ppl {s['val_ppl']:.2f} | "
               f"test ppl {s['test_ppl']:.2f}", flush=True)
         return
     log = logs / f"{job.name}.log"
-    try:  # a status left by an earlier attempt says nothing about this one
-        recent = (job.out / "status.json").stat().st_mtime >= job.started_wall - 1
-    except OSError:
-        recent = False
-    if recent and status.get("status") in ("failed", "interrupted") and status.get("error"):
-        err = status["error"]  # training, or the worker, recorded why
+    status = out.status()
+    # a status left by an earlier attempt says nothing about this one
+    if status.written_since(job.started_wall) and status.state in ("failed", "interrupted") \
+            and status.error:
+        err = status.error  # training, or the worker, recorded why
     else:
         err = (f"worker killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in
                signal.valid_signals() else f"worker exited with status {rc}")
         err += f"; see {log}"
-        if status.get("status") != "finished":
-            rundir.set_status(job.out, "failed", err)
+        out.mark_failed(err)
     failed[job.name] = err
     print(f"{job.name}: FAILED after {took}: {_short(err)} (log: {log})", flush=True)
 
 
-def _stop_all(running: dict, sig: _Signals, quiet: bool = False) -> None:
+def _stop_all(running: dict, sig: signals.Flag, quiet: bool = False) -> None:
     """Forward the signal to every worker, wait for their checkpoints, kill laggards."""
     name = sig.got[0] if sig.got else "SIGTERM"
     signum, asked = signal.Signals[name], len(sig.got)
@@ -263,13 +239,13 @@ def _stop_all(running: dict, sig: _Signals, quiet: bool = False) -> None:
         job.proc.wait()
         if quiet:
             continue
-        st = rundir.read_status(job.out)
-        if st.get("status") == "finished":
+        out = RunDir(job.out)
+        if out.finished:
             print(f"{job.name}: finished", flush=True)
         else:
-            has = "checkpoint saved" if (job.out / rundir.LAST).is_file() else "no checkpoint yet"
-            print(f"{job.name}: stopped by {name} ({st.get('status') or 'not started'}, {has})",
-                  flush=True)
+            has = "checkpoint saved" if (out / LAST).is_file() else "no checkpoint yet"
+            print(f"{job.name}: stopped by {name} ({out.status().state or 'not started'}, "
+                  f"{has})", flush=True)
     running.clear()
 
 
@@ -291,19 +267,12 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _terminated(signum, frame):
-    raise Interrupted("interrupted by SIGTERM", "SIGTERM")
-
-
 def _record_failure(out: Path, error: str, since: float) -> None:
-    """Mark the run failed, unless it finished or training already recorded this failure."""
-    status = rundir.read_status(out).get("status")
-    try:
-        fresh = (out / "status.json").stat().st_mtime >= since - 1
-    except OSError:
-        fresh = False
-    if status != "finished" and not (status == "failed" and fresh):
-        rundir.set_status(out, "failed", error)
+    """Mark the run failed, unless training already recorded this failure."""
+    run = RunDir(out)
+    status = run.status()
+    if not (status.state == "failed" and status.written_since(since)):
+        run.mark_failed(error)
 
 
 def worker_main(argv: list[str], train_variant) -> int:
@@ -312,19 +281,21 @@ def worker_main(argv: list[str], train_variant) -> int:
     since = time.time()
     spec = json.loads(argv[0])
     out = Path(spec["cfg"]["out"])
-    signal.signal(signal.SIGTERM, _terminated)  # training installs its own while it runs
+    signals.install()  # as the CLI's: training installs its own flag while it runs
     _watch_parent(spec["parent"])
     try:
         import torch
         torch.set_num_threads(spec["threads"])
-        from .train import TrainConfig
+        from .config import TrainConfig
         train_variant(TrainConfig(**spec["cfg"]), None, spec["force"], progress=False)
-    except KeyboardInterrupt:
-        print("stopped by SIGINT", flush=True)
-        return 130
     except Interrupted as e:
+        signals.ignore()
         print(f"stopped: {e}", flush=True)
         return e.exit_status
+    except KeyboardInterrupt:
+        signals.ignore()
+        print("stopped by SIGINT", flush=True)
+        return 130
     except LmfixError as e:
         print(f"lmfix: error: {e}", flush=True)
         _record_failure(out, f"{type(e).__name__}: {first_line(e)}", since)
@@ -333,7 +304,7 @@ def worker_main(argv: list[str], train_variant) -> int:
         traceback.print_exc()
         _record_failure(out, f"{type(e).__name__}: {first_line(e)}", since)
         return 1
-    s = json.loads((out / "summary.json").read_text())
+    s = RunDir(out).read_summary()
     print(f"{s['name']}: valid ppl {s['val_ppl']:.2f} | test ppl {s['test_ppl']:.2f} | "
           f"{s['tokens_per_s']:.0f} tokens/s", flush=True)
     return 0

@@ -22,8 +22,8 @@ compare them with real models). The rest is an estimate of the training peak:
   saved in forward, scaled into a copy in backward), also for a fixed table with trainable
   parts, which then holds the combined V × d matrix too; with ``amp`` the plain form holds all
   bptt·batch × V logits (bfloat16, float32 log-softmax and its gradient);
-- fixed buffer: the V × emsize frozen vectors of ``fixed`` mode (one buffer whichever side,
-  ``--fix``, uses them; none with ``--fix none``).
+- fixed buffer: the V × emsize frozen vectors of given vectors (one buffer whichever side,
+  ``--fix``, keeps them fixed; none with ``--fix none``).
 
 Checkpoints loaded at resume and the embedding file's copies while the model is built are
 transient and not counted. Measured on CPU (V = 33,278, d = nhid = 400, batch 20, bptt 35;
@@ -42,8 +42,8 @@ import torch
 from .embedding_parts import Layout, layout
 from .errors import LmfixError
 from .loss import default_chunk_rows
+from .model import EMBEDDING_MODES as MODES
 
-MODES = ("learned", "learned-untied", "fixed")
 _MEMINFO = "/proc/meminfo"
 _CGROUP = "/sys/fs/cgroup"  # cgroup v2: a container's limit, which /proc/meminfo does not show
 _DTYPES = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}

@@ -5,17 +5,17 @@ Imports nothing from training. The embedding modes follow Hoffer, Hubara & Soudr
 - ``learned``: one V×d matrix is both the input embedding and the output classifier
   (weight tying, Press & Wolf 2017; Inan et al. 2017), uniform ±0.1 init as in the PyTorch example.
 - ``learned-untied``: separate embedding and classifier (the paper's learned baseline).
-- ``fixed``: a given V×d matrix, frozen, used as both input embedding and classifier. It is a
-  *buffer*, so it never enters the optimizer, never gets a gradient and costs no gradient
-  memory. The classifier is fixed "up to a global scale": a learned scalar multiplies the
-  logits (the paper's temperature), and a learned bias is added. ``cosine=True`` adds the
-  paper's image-classifier form: unit-norm rows and a unit-norm hidden state (it applies to a
-  fixed classifier only; with a learned one ``cosine`` does nothing).
+- ``vectors`` with ``fix="both"``: a given V×d matrix, frozen, used as both input embedding
+  and classifier. It is a *buffer*, so it never enters the optimizer, never gets a gradient
+  and costs no gradient memory. The classifier is fixed "up to a global scale": a learned
+  scalar multiplies the logits (the paper's temperature), and a learned bias is added.
+  ``cosine=True`` adds the paper's image-classifier form: unit-norm rows and a unit-norm
+  hidden state (it applies to a fixed classifier only; with a learned one it does nothing).
 
-With given vectors, ``fix`` chooses which side keeps them frozen (``both``, ``input``,
-``output``, ``none``; the other side learns, starting from the same vectors), and a fixed tied
-table can get trainable parts: ``learn_top`` rows of the most frequent words, or a rank
-``delta_rank`` correction. Both sides are :class:`~lmfix.embedding_parts.EmbeddingTable` s
+With given vectors (``vectors``), ``fix`` chooses which side keeps them frozen (``both``,
+``input``, ``output``, ``none``; the other side learns, starting from the same vectors), and a
+fixed tied table can get trainable parts: ``learn_top`` rows of the most frequent words, or a
+rank ``delta_rank`` correction. Both sides are :class:`~lmfix.embedding_parts.EmbeddingTable` s
 built from those parts; :mod:`lmfix.embedding_parts` has the table of layouts.
 
 Tensor names (and so checkpoint keys) are those of the three original modes: ``encoder.weight``
@@ -35,7 +35,7 @@ from torch import nn
 from .embedding_parts import EmbeddingTable, Layout, LowRankDelta, TopRows, layout
 from .loss import linear_cross_entropy
 
-EMBEDDING_MODES = ("learned", "learned-untied", "fixed")
+EMBEDDING_MODES = ("learned", "learned-untied", "vectors")
 DEFAULT_DIM = 200  # the PyTorch example's emsize = nhid
 
 
@@ -46,12 +46,12 @@ class ModelConfig:
     nhid: int = DEFAULT_DIM
     nlayers: int = 2
     dropout: float = 0.2
-    embedding: str = "learned"  # one of EMBEDDING_MODES; "fixed": built from given vectors
+    embedding: str = "learned"  # one of EMBEDDING_MODES; "vectors": built from given vectors
     cosine: bool = False
     # Initial value of the learned logit scale (fixed classifier). The paper's fixed_proj.py
     # starts the cosine form at 10; for unnormalized vectors 1 keeps the initial logits unchanged.
     scale_init: float | None = None
-    fix: str | None = None  # fixed only: both (None) | input | output | none
+    fix: str | None = None  # vectors only, and always given there: both | input | output | none
     learn_top: int = 0  # fixed tied only: trainable rows of the most frequent words
     delta_rank: int = 0  # fixed tied only: rank of the trainable correction A·B
 
@@ -68,7 +68,7 @@ class ModelConfig:
 class LSTMLM(nn.Module):
     def __init__(self, cfg: ModelConfig, fixed_weight: torch.Tensor | None = None,
                  top_ids: torch.Tensor | None = None):
-        """``fixed_weight``: the V×d vectors (mode ``fixed`` only); ``top_ids``: the
+        """``fixed_weight``: the V×d vectors (mode ``vectors`` only); ``top_ids``: the
         ``learn_top`` word ids whose rows train (most frequent first). To rebuild a model
         for ``load_state_dict``, zeros for ``fixed_weight`` and None for ``top_ids`` (ids
         0..K−1) will do: the checkpoint holds both."""
@@ -76,8 +76,8 @@ class LSTMLM(nn.Module):
         if cfg.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, not {cfg.embedding!r}")
         lay = cfg.layout  # ValueError for fix with a learned mode
-        if (cfg.embedding == "fixed") != (fixed_weight is not None):
-            raise ValueError("a fixed_weight is required for, and only for, embedding='fixed'")
+        if (cfg.embedding == "vectors") != (fixed_weight is not None):
+            raise ValueError("a fixed_weight is required for, and only for, embedding='vectors'")
         if (cfg.learn_top or cfg.delta_rank) and not (lay.tied and lay.input == "fixed"):
             raise ValueError("learn_top and delta_rank need a fixed tied embedding (fix both)")
         if top_ids is not None and not cfg.learn_top:

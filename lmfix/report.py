@@ -26,31 +26,72 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
+from .embedding_spec import BASIS_SPECS, LEARNED_SPECS
 from .embeddings.intrinsic import headline, read_scores
 from .errors import LmfixError
 from .report_render import PARTIAL_MARK, _is_num, fmt_int, render_html, render_markdown
-from .fsutil import atomic_open, read_json, write_json, write_text
+from .fsutil import atomic_open, json_safe, write_json, write_text
+from .rundir import CONFIG, METRICS, SUMMARY, RunDir
 from .tokenizer import label_of
 
-# Flat columns of results.csv and of each results.json "runs" entry, in this order.
-FIELDS = [
-    "name", "run_dir", "embedding", "embedding_source", "tied", "fixed", "fix", "learn_top",
-    "delta_rank", "emsize", "nhid",
-    "nlayers", "vocab_size", "params_trainable", "params_fixed", "params_total",
-    "params_embedding_trainable", "params_embedding_fixed", "trainable_pct_of_baseline",
-    "tokenizer", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_word_ppl", "test_word_ppl",
-    "test_bpc", "world_size", "grad_bytes_per_step", "comm_bytes_per_step", "epochs", "best_epoch", "train_tokens",
-    "wall_s", "tokens_per_s", "device", "device_name", "final_scale", "max_train_tokens",
-    "max_eval_tokens",
-    "eval_tokens_valid", "eval_tokens_test", "command", "lmfix_version", "torch_version",
-    "python_version", "git_commit",
-]
+
+def _s(key: str, numeric: bool = True):
+    """A summary field, as it is (numbers only, when ``numeric``: anything else is None)."""
+    return lambda run, s: (_num(s.get(key)) if numeric else s.get(key))
+
+
+def _p(key: str):
+    return lambda run, s: _num(s["params"].get(key))
+
+
+def _version(key: str):
+    return lambda run, s: (s.get("versions") or {}).get(key)
+
+
+def _eval_tokens(split: str):
+    return lambda run, s: _num((s.get("eval_tokens") or {}).get(split))
+
+
+# The flat fields of results.csv and of each results.json "runs" entry, in this order: one
+# (name, how a run's value is read) pair each. trainable_pct_of_baseline is filled in later,
+# once the baseline is known.
+ROW_FIELDS = (
+    ("name", lambda run, s: run["label"]), ("run_dir", lambda run, s: str(run["dir"])),
+    ("embedding", _s("embedding", False)),
+    ("embedding_source", lambda run, s: s.get("embedding_source") or s["embedding"]),
+    ("tied", _s("tied", False)), ("fixed", _s("fixed", False)), ("fix", _s("fix", False)),
+    ("learn_top", _s("learn_top")), ("delta_rank", _s("delta_rank")), ("emsize", _s("emsize")),
+    ("nhid", _s("nhid")), ("nlayers", _s("nlayers")), ("vocab_size", _s("vocab_size")),
+    ("seed", _s("seed")),
+    ("params_trainable", _p("trainable")), ("params_fixed", _p("fixed")),
+    ("params_total", _p("total")), ("params_embedding_trainable", _p("embedding_trainable")),
+    ("params_embedding_fixed", _p("embedding_fixed")),
+    ("trainable_pct_of_baseline", lambda run, s: None),
+    ("tokenizer", lambda run, s: label_of(s["tokenizer"])),
+    ("val_loss", _s("val_loss")), ("val_ppl", _s("val_ppl")), ("test_loss", _s("test_loss")),
+    ("test_ppl", _s("test_ppl")), ("val_word_ppl", _s("val_word_ppl")),
+    ("test_word_ppl", _s("test_word_ppl")), ("test_bpc", _s("test_bpc")),
+    ("world_size", _s("world_size")), ("grad_bytes_per_step", _s("grad_bytes_per_step_formula")),
+    ("comm_bytes_per_step", _s("comm_bytes_per_step")), ("epochs", _s("epochs")),
+    ("best_epoch", _s("best_epoch")), ("train_tokens", _s("train_tokens")),
+    ("wall_s", _s("wall_s")), ("tokens_per_s", _s("tokens_per_s")),
+    ("device", _s("device", False)), ("device_name", _s("device_name", False)),
+    ("cpu_threads", _s("cpu_threads")), ("cpu_capability", _s("cpu_capability", False)),
+    ("final_scale", _s("final_scale")), ("max_train_tokens", _s("max_train_tokens")),
+    ("max_eval_tokens", _s("max_eval_tokens")), ("eval_tokens_valid", _eval_tokens("valid")),
+    ("eval_tokens_test", _eval_tokens("test")), ("command", _s("command", False)),
+    ("lmfix_version", _version("lmfix")), ("torch_version", _version("torch")),
+    ("python_version", _version("python")), ("git_commit", _s("git_commit", False)),
+)
+FIELDS = [name for name, _ in ROW_FIELDS]
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading run directories
 
 
 def _is_run_dir(p: Path) -> bool:
-    return (p / "status.json").is_file() or (p / "config.json").is_file()
+    return RunDir(p).holds_run()
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -84,30 +125,6 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 def _num(x: Any) -> float | int | None:
     return x if _is_num(x) else None
-
-
-def _check_summary(s: Any, path: Path) -> dict:
-    """Reject a summary the table cannot be built from, naming the offending field."""
-    def bad(what: str) -> LmfixError:
-        return LmfixError(f"{path}: malformed summary.json: {what}")
-
-    if not isinstance(s, dict):
-        raise bad(f"expected a JSON object, got {type(s).__name__}")
-    for key in ("name", "embedding"):
-        if not isinstance(s.get(key), str) or not s[key]:
-            raise bad(f"'{key}' should be a non-empty string, got {s.get(key)!r}")
-    for key in ("tied", "fixed"):
-        if not isinstance(s.get(key), bool):
-            raise bad(f"'{key}' should be true or false, got {s.get(key)!r}")
-    if not isinstance(s.get("params"), dict):
-        raise bad(f"'params' should be an object, got {s.get('params')!r}")
-    for key in ("trainable", "fixed", "total"):
-        if not _is_num(s["params"].get(key)):
-            raise bad(f"'params.{key}' should be a number, got {s['params'].get(key)!r}")
-    for key in ("emsize", "val_ppl", "test_ppl"):
-        if not _is_num(s.get(key)):
-            raise bad(f"'{key}' should be a number, got {s.get(key)!r}")
-    return s
 
 
 def read_metrics(path: Path) -> tuple[list[dict], int]:
@@ -152,23 +169,26 @@ def collect_runs(run_dirs: list[Path]) -> list[dict]:
         raise LmfixError("no run directories given")
     runs = []
     for d in _expand(list(run_dirs)):
-        status = read_json(d / "status.json") if (d / "status.json").is_file() else None
-        if status is not None and not isinstance(status, dict):
-            raise LmfixError(f"{d / 'status.json'}: expected a JSON object")
-        config = read_json(d / "config.json") if (d / "config.json").is_file() else {}
-        config = config if isinstance(config, dict) else {}
-        summary = None
-        if (d / "summary.json").is_file():
-            summary = _check_summary(read_json(d / "summary.json"), d / "summary.json")
-        state = (status or {}).get("status") or "unknown (no status.json)"
-        error = (status or {}).get("error")
+        out = RunDir(d)
+        status = out.status()
+        try:
+            config = out.read_config() if (d / CONFIG).is_file() else {}
+        except LmfixError:
+            config = {}
+        summary, error = None, status.error
+        if (d / SUMMARY).is_file():
+            try:
+                summary = out.read_summary()
+            except LmfixError as e:  # half-written or edited: this run only is not reported
+                error = str(e)
+        state = status.state or "unknown (no readable status.json)"
         if state == "finished" and summary is None:
             error = error or "status is finished but summary.json is missing"
-        metrics, skipped = read_metrics(d / "metrics.jsonl")
-        name = (summary or {}).get("name") or config.get("name") or d.name
+        metrics, skipped = read_metrics(d / METRICS)
+        name = (summary or {}).get("name") or d.name
         runs.append({
             "dir": d, "name": str(name), "status": str(state), "error": error,
-            "updated": (status or {}).get("updated"), "config": config, "summary": summary,
+            "updated": status.updated, "config": config, "summary": summary,
             "metrics": metrics, "skipped_lines": skipped,
             "finished": state == "finished" and summary is not None,
         })
@@ -180,44 +200,11 @@ def collect_runs(run_dirs: list[Path]) -> list[dict]:
 
 
 def _row(run: dict, baseline_trainable: float | None) -> dict:
-    s, p = run["summary"], run["summary"]["params"]
-    ev, ver = s.get("eval_tokens") or {}, s.get("versions") or {}
-    pct = None
+    s = run["summary"]
+    row = {name: get(run, s) for name, get in ROW_FIELDS}
     if baseline_trainable:  # a zero-trainable baseline would make the ratio meaningless
-        pct = 100.0 * p["trainable"] / baseline_trainable
-    return {
-        "name": run["label"], "run_dir": str(run["dir"]), "embedding": s["embedding"],
-        "embedding_source": s.get("embedding_source") or s["embedding"],
-        "tied": s["tied"], "fixed": s["fixed"], "fix": s.get("fix"),
-        "learn_top": _num(s.get("learn_top")), "delta_rank": _num(s.get("delta_rank")),
-        "emsize": s["emsize"],
-        "nhid": _num(s.get("nhid")), "nlayers": _num(s.get("nlayers")),
-        "vocab_size": _num(s.get("vocab_size")),
-        "params_trainable": p["trainable"], "params_fixed": p["fixed"],
-        "params_total": p["total"],
-        "params_embedding_trainable": _num(p.get("embedding_trainable")),
-        "params_embedding_fixed": _num(p.get("embedding_fixed")),
-        "trainable_pct_of_baseline": pct,
-        "val_loss": _num(s.get("val_loss")), "val_ppl": s["val_ppl"],
-        "test_loss": _num(s.get("test_loss")), "test_ppl": s["test_ppl"],
-        "tokenizer": label_of(s.get("tokenizer")),
-        "val_word_ppl": _num(s.get("val_word_ppl")), "test_word_ppl": _num(s.get("test_word_ppl")),
-        "test_bpc": _num(s.get("test_bpc")), "world_size": _num(s.get("world_size")),
-        # formula, renamed when the measured comm_bytes_per_step was added (older runs)
-        "grad_bytes_per_step": _num(s.get("grad_bytes_per_step_formula",
-                                          s.get("grad_bytes_per_step"))),
-        "comm_bytes_per_step": _num(s.get("comm_bytes_per_step")),
-        "epochs": _num(s.get("epochs")), "best_epoch": _num(s.get("best_epoch")),
-        "train_tokens": _num(s.get("train_tokens")), "wall_s": _num(s.get("wall_s")),
-        "tokens_per_s": _num(s.get("tokens_per_s")), "device": s.get("device"),
-        "device_name": s.get("device_name"), "final_scale": _num(s.get("final_scale")),
-        "max_train_tokens": _num(s.get("max_train_tokens")),
-        "max_eval_tokens": _num(s.get("max_eval_tokens")),
-        "eval_tokens_valid": _num(ev.get("valid")), "eval_tokens_test": _num(ev.get("test")),
-        "command": s.get("command"), "lmfix_version": ver.get("lmfix"),
-        "torch_version": ver.get("torch"), "python_version": ver.get("python"),
-        "git_commit": s.get("git_commit"),
-    }
+        row["trainable_pct_of_baseline"] = 100.0 * row["params_trainable"] / baseline_trainable
+    return row
 
 
 def _grouped(pairs: list[tuple[str, Any]], unknown: str = "unknown") -> str:
@@ -257,17 +244,6 @@ def _label_runs(runs: list[dict]) -> None:
         r["label"] = r["name"] if counts[r["name"]] == 1 else f"{r['name']} ({where.name})"
 
 
-def _json_safe(x: Any) -> Any:
-    """NaN/inf are not JSON; write them as null (the formatted table keeps "inf"/"nan")."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def _scale_points(run: dict) -> tuple[list, list]:
     def pts(kind: str) -> list:
         return [(m["tokens_seen"], m["scale"]) for m in run["metrics"] if m.get("kind") == kind
@@ -292,7 +268,7 @@ def _draw_plots(done: list[dict], rows: list[dict], out_dir: Path, notes: list[s
 
     scale_series = []
     for i, run in enumerate(done):
-        if run["summary"]["fixed"]:
+        if run["summary"].get("final_scale") is not None:  # a fixed classifier: a learned scale
             steps, epochs = _scale_points(run)
             scale_series.append({"label": run["label"], "index": i,
                                  "steps": steps, "epochs": epochs})
@@ -367,7 +343,7 @@ def _intrinsic(done: list[dict]) -> list[dict]:
     for run in done:
         s = run["summary"]
         scores = read_scores(s["embedding"]) if s["embedding"] not in (
-            "learned", "learned-untied", "random-orthogonal", "hadamard") else None
+            LEARNED_SPECS + BASIS_SPECS) else None
         if scores is None:
             continue
         h = headline(scores)
@@ -426,7 +402,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
 
     plot_files = _draw_plots(done, rows, out_dir, notes)
     plot_files["frontier"], front = _frontier(rows, out_dir, notes)
-    results = _json_safe({
+    results = json_safe({
         "baseline": {"embedding": baseline, "name": base["label"] if base else None,
                      "run_dir": str(base["dir"]) if base else None,
                      "params_trainable": base_trainable},

@@ -10,7 +10,7 @@ import base64
 import html
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 DASH = "—"
 PARTIAL_MARK = "†"
@@ -19,19 +19,8 @@ PARTIAL_MARK = "†"
 class Column(NamedTuple):
     name: str
     numeric: bool  # right-aligned, so digits line up down the column
+    cell: Callable[[dict], str]  # the row's value, formatted (report.md and index.html alike)
 
-
-# The report table, in the order of _cells' values.
-TABLE = (
-    Column("variant", False), Column("embedding", False), Column("tied", False),
-    Column("fixed", False), Column("d", True), Column("tokenizer", False),
-    Column("trainable params", True), Column("fixed params", True),
-    Column("total params", True), Column("trainable % of baseline", True),
-    Column("val ppl", True), Column("test ppl", True), Column("test word ppl", True),
-    Column("epochs", True), Column("wall time", True), Column("tokens/s", True),
-    Column("device", False),
-)
-COLUMNS = [c.name for c in TABLE]
 
 HOW_TO_READ = (
     "How to read this table: each row is one finished training run. *Trainable* parameters "
@@ -83,24 +72,37 @@ def fmt_duration(seconds: Any) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def _cells(r: dict) -> list[str]:
-    """One table row as display strings (shared by report.md and index.html)."""
-    mark = f" {PARTIAL_MARK}" if r["max_eval_tokens"] is not None else ""
+def _partial(r: dict) -> str:
+    return f" {PARTIAL_MARK}" if r["max_eval_tokens"] is not None else ""
+
+
+def _epochs(r: dict) -> str:
     epochs = fmt_int(r["epochs"])
     if r["best_epoch"] is not None and r["best_epoch"] != r["epochs"]:
         epochs += f" (best {fmt_int(r['best_epoch'])})"
-    # --fix input/output: only that side is fixed
-    fixed = r.get("fix") if r.get("fix") in ("input", "output") else \
-        "yes" if r["fixed"] else "no"
-    return [
-        r["name"], r["embedding_source"], "yes" if r["tied"] else "no",
-        fixed, fmt_int(r["emsize"]), r["tokenizer"],
-        fmt_int(r["params_trainable"]), fmt_int(r["params_fixed"]), fmt_int(r["params_total"]),
-        fmt_pct(r["trainable_pct_of_baseline"]), fmt_ppl(r["val_ppl"]) + mark,
-        fmt_ppl(r["test_ppl"]) + mark, fmt_ppl(r["test_word_ppl"]) + mark, epochs,
-        fmt_duration(r["wall_s"]), fmt_int(r["tokens_per_s"]),
-        r["device_name"] or r["device"] or DASH,
-    ]
+    return epochs
+
+
+# The report table: one column each, its title, alignment and cell.
+TABLE = (
+    Column("variant", False, lambda r: r["name"]),
+    Column("embedding", False, lambda r: r["embedding_source"]),
+    Column("tied", False, lambda r: "yes" if r["tied"] else "no"),
+    Column("fixed", False, lambda r: r["fixed"]),  # which sides: both, input, output, none
+    Column("d", True, lambda r: fmt_int(r["emsize"])),
+    Column("tokenizer", False, lambda r: r["tokenizer"]),
+    Column("trainable params", True, lambda r: fmt_int(r["params_trainable"])),
+    Column("fixed params", True, lambda r: fmt_int(r["params_fixed"])),
+    Column("total params", True, lambda r: fmt_int(r["params_total"])),
+    Column("trainable % of baseline", True, lambda r: fmt_pct(r["trainable_pct_of_baseline"])),
+    Column("val ppl", True, lambda r: fmt_ppl(r["val_ppl"]) + _partial(r)),
+    Column("test ppl", True, lambda r: fmt_ppl(r["test_ppl"]) + _partial(r)),
+    Column("test word ppl", True, lambda r: fmt_ppl(r["test_word_ppl"]) + _partial(r)),
+    Column("epochs", True, _epochs),
+    Column("wall time", True, lambda r: fmt_duration(r["wall_s"])),
+    Column("tokens/s", True, lambda r: fmt_int(r["tokens_per_s"])),
+    Column("device", False, lambda r: r["device_name"] or r["device"] or DASH),
+)
 
 
 def _not_complete_line(p: dict) -> str:
@@ -110,15 +112,25 @@ def _not_complete_line(p: dict) -> str:
     return f"not complete: {p['name']} ({detail})"
 
 
-# The Pareto table (report.py's pareto_front) and the intrinsic-scores table: (title, numeric)
-# and how each row's cells are made, shared by report.md and index.html.
-PARETO_TABLE = (Column("variant", False), Column("trainable params", True),
-                Column("embedding trainable", True), Column("val ppl", True),
-                Column("test ppl", True))
-INTRINSIC_TABLE = (Column("variant", False), Column("embedding file", False),
-                   Column("fix", False), Column("val ppl", True),
-                   Column("WordSim-353 ρ", True), Column("SimLex-999 ρ", True),
-                   Column("analogy acc", True), Column("analogy OOV", True))
+# The Pareto table (report.py's pareto_front) and the intrinsic-scores table.
+PARETO_TABLE = (
+    Column("variant", False, lambda p: p["name"]),
+    Column("trainable params", True, lambda p: fmt_int(p["params_trainable"])),
+    Column("embedding trainable", True, lambda p: fmt_int(p["params_embedding_trainable"])),
+    Column("val ppl", True, lambda p: fmt_ppl(p["val_ppl"])),
+    Column("test ppl", True, lambda p: fmt_ppl(p["test_ppl"])),
+)
+INTRINSIC_TABLE = (
+    Column("variant", False, lambda r: r["name"]),
+    Column("embedding file", False, lambda r: r["embedding_file"]),
+    Column("fix", False, lambda r: r["fix"] or DASH),
+    Column("val ppl", True, lambda r: fmt_ppl(r["val_ppl"])),
+    Column("WordSim-353 ρ", True, lambda r: _fmt_score(r["wordsim353"])),
+    Column("SimLex-999 ρ", True, lambda r: _fmt_score(r["simlex999"])),
+    Column("analogy acc", True, lambda r: _fmt_score(r["analogies"])),
+    Column("analogy OOV", True, lambda r: DASH if r["analogies_oov_pct"] is None
+           else f"{r['analogies_oov_pct']:.1f}%"),
+)
 PARETO_TEXT = (
     "The Pareto front: the runs that no other run beats on validation perplexity with as few "
     "or fewer trainable parameters, fewest first (frontier.png draws every run and the front). "
@@ -136,54 +148,50 @@ def _fmt_score(x: Any) -> str:
     return DASH if not _is_num(x) or not math.isfinite(x) else f"{x:.3f}"
 
 
-def _pareto_cells(p: dict) -> list[str]:
-    return [p["name"], fmt_int(p["params_trainable"]), fmt_int(p["params_embedding_trainable"]),
-            fmt_ppl(p["val_ppl"]), fmt_ppl(p["test_ppl"])]
+def _md(s: str) -> str:  # a "|" or a line break inside a cell would break the table
+    return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def _intrinsic_cells(r: dict) -> list[str]:
-    oov = r["analogies_oov_pct"]
-    return [r["name"], r["embedding_file"], r["fix"] or DASH, fmt_ppl(r["val_ppl"]),
-            _fmt_score(r["wordsim353"]), _fmt_score(r["simlex999"]),
-            _fmt_score(r["analogies"]), DASH if oov is None else f"{oov:.1f}%"]
+def md_table(cols, rows: list[dict]) -> list[str]:
+    """A Markdown table of ``rows``, one column per :class:`Column`."""
+    return (["| " + " | ".join(c.name for c in cols) + " |",
+             "|" + "|".join("---:" if c.numeric else ":---" for c in cols) + "|"]
+            + ["| " + " | ".join(_md(c.cell(r)) for c in cols) + " |" for r in rows])
+
+
+def html_table(cols, rows: list[dict]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(c.name)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f'<td{" class=n" if c.numeric else ""}>{e(c.cell(r))}</td>'
+                                    for c in cols) + "</tr>\n" for r in rows)
+    return f'<div class="tablewrap"><table><tr>{head}</tr>\n{body}</table></div>'
+
+
+_PLOTS = (("val_ppl", "Validation perplexity"), ("scale", "Learned logit scale"),
+          ("params", "Parameters"),
+          ("frontier", "Validation perplexity vs trainable parameters, Pareto front"))
 
 
 def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
-    def md(s: str) -> str:  # a "|" or a line break inside a cell would break the table
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    def table(cols, cell_rows) -> list[str]:
-        return (["| " + " | ".join(c.name for c in cols) + " |",
-                 "|" + "|".join("---:" if c.numeric else ":---" for c in cols) + "|"]
-                + ["| " + " | ".join(md(c) for c in cells) + " |" for cells in cell_rows])
-
-    out = ["# lmfix report", "",
-           "| " + " | ".join(COLUMNS) + " |",
-           "|" + "|".join("---:" if c.numeric else ":---" for c in TABLE) + "|"]
-    out += ["| " + " | ".join(md(c) for c in _cells(r)) + " |" for r in rows]
-    out.append("")
+    out = ["# lmfix report", ""] + md_table(TABLE, rows) + [""]
     out += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
     out += [f"- {_not_complete_line(p)}" for p in results["not_complete"]]
     out += [""] if results["not_complete"] else []
     out += [HOW_TO_READ.format(baseline=baseline), ""]
     if results.get("pareto_front"):
         out += ["## Pareto front", "", PARETO_TEXT, ""]
-        out += table(PARETO_TABLE, [_pareto_cells(p) for p in results["pareto_front"]]) + [""]
+        out += md_table(PARETO_TABLE, results["pareto_front"]) + [""]
     if results.get("intrinsic"):
         out += ["## Embedding quality beside perplexity", "", INTRINSIC_TEXT, ""]
-        out += table(INTRINSIC_TABLE, [_intrinsic_cells(r) for r in results["intrinsic"]])
-        out.append("")
+        out += md_table(INTRINSIC_TABLE, results["intrinsic"]) + [""]
     out += ["## Commands", "", "```sh"]
     for r in rows:
         out += [f"# {r['name']}", r["command"] or "# (command not recorded)"]
     out += ["```", "", "## Environment", ""]
     out += [f"- {k}: {v}" for k, v in results["environment"].items()]
     out += ["", "## Plots", ""]
-    for key, title in (("val_ppl", "Validation perplexity"), ("scale", "Learned logit scale"),
-                       ("params", "Parameters"),
-                       ("frontier", "Validation perplexity vs trainable parameters")):
-        if results["plots"].get(key):
-            out.append(f"![{title}]({results['plots'][key]})")
+    out += [f"![{title}]({results['plots'][key]})" for key, title in _PLOTS
+            if results["plots"].get(key)]
     return "\n".join(out) + "\n"
 
 
@@ -203,16 +211,9 @@ def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -
         data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
 
-    def row(r: dict) -> str:
-        return "".join(f'<td{" class=n" if col.numeric else ""}>{e(c)}</td>'
-                       for col, c in zip(TABLE, _cells(r), strict=True))
-
-    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
-    body = "".join(f"<tr>{row(r)}</tr>\n" for r in rows)
     parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
              f"<title>lmfix report</title><style>{_CSS}</style></head><body>",
-             "<h1>lmfix report</h1>",
-             f'<div class="tablewrap"><table><tr>{head}</tr>\n{body}</table></div>']
+             "<h1>lmfix report</h1>", html_table(TABLE, rows)]
     parts += [f'<p class="warn">{e(n)}</p>' for n in results["notes"]]
     if results["not_complete"]:
         parts.append("<ul>" + "".join(f"<li>{e(_not_complete_line(p))}</li>"
@@ -220,28 +221,15 @@ def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -
     # The paragraph is written in Markdown; drop its emphasis marks rather than show them raw.
     how = HOW_TO_READ.format(baseline=baseline).replace("*", "").replace("`", "")
     parts.append(f"<p>{e(how)}</p>")
-    def small_table(cols, cell_rows) -> str:
-        head = "".join(f"<th>{e(c.name)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f'<td{" class=n" if col.numeric else ""}>{e(c)}</td>'
-                                        for col, c in zip(cols, cells, strict=True)) + "</tr>\n"
-                       for cells in cell_rows)
-        return f'<div class="tablewrap"><table><tr>{head}</tr>\n{body}</table></div>'
-
-    if results.get("pareto_front"):  # a list: the report's one table of runs stays the first
-        items = "".join(f"<li>{e(c[0])}: {e(c[1])} trainable parameters ({e(c[2])} in the "
-                        f"embedding), val ppl {e(c[3])}, test ppl {e(c[4])}</li>"
-                        for c in map(_pareto_cells, results["pareto_front"]))
-        parts.append(f"<h2>Pareto front</h2><p>{e(PARETO_TEXT)}</p><ol>{items}</ol>")
+    if results.get("pareto_front"):
+        parts.append(f"<h2>Pareto front</h2><p>{e(PARETO_TEXT)}</p>"
+                     + html_table(PARETO_TABLE, results["pareto_front"]))
     if results.get("intrinsic"):
         text = INTRINSIC_TEXT.replace("`", "")
         parts.append(f"<h2>Embedding quality beside perplexity</h2><p>{e(text)}</p>"
-                     + small_table(INTRINSIC_TABLE,
-                                   [_intrinsic_cells(r) for r in results["intrinsic"]]))
-    parts.append("<h2>Plots</h2>" + img(results["plots"]["val_ppl"], "validation perplexity")
-                 + img(results["plots"]["scale"], "learned logit scale")
-                 + img(results["plots"]["params"], "trainable vs fixed parameters")
-                 + img(results["plots"].get("frontier"),
-                       "validation perplexity vs trainable parameters, Pareto front"))
+                     + html_table(INTRINSIC_TABLE, results["intrinsic"]))
+    parts.append("<h2>Plots</h2>" + "".join(img(results["plots"].get(key), title)
+                                            for key, title in _PLOTS))
     cmds = "\n".join(f"# {r['name']}\n{r['command'] or '# (command not recorded)'}" for r in rows)
     parts.append(f"<h2>Commands</h2><pre>{e(cmds)}</pre><h2>Environment</h2><ul>")
     parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in results["environment"].items()]

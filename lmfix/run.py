@@ -1,16 +1,22 @@
-"""The whole comparison: build embeddings and train every variant (``lmfix run`` then writes
-the report with :mod:`lmfix.report`).
+"""The whole comparison: build embeddings and train every variant, at every seed (``lmfix run``
+then writes the report with :mod:`lmfix.report`).
 
     OUT/
       embeddings/   word2vec-d200.bin, pmi-d200.bin (+ .json sidecars), reused when settings match,
-                    one per dimension the variants need; FILE.intrinsic.json: word similarity
-                    and analogy scores (lmfix.embeddings.intrinsic)
-      runs/NAME/    one run directory per variant (see lmfix.rundir)
+                    one per dimension and seed the variants need (word2vec-d200-seed-1112.bin);
+                    FILE.intrinsic.json: word similarity and analogy scores
+      runs/NAME/    one run directory per variant at the run's --seed (see lmfix.rundir);
+      runs/NAME-seed-S/  the same variant at each further seed of --seeds
       logs/NAME.log what each variant's worker printed (``--jobs`` > 1 only; see lmfix.jobs)
-      run.json      the preset, variants and settings of the last ``lmfix run``
+      run.json      the preset, variants, seeds and settings of the last ``lmfix run``
+      .lock         held while an ``lmfix run`` works here (a second one is refused)
 
 A variant whose run is finished is not trained again; one that was interrupted or crashed is
-resumed from its last checkpoint. ``force`` redoes everything.
+resumed from its last checkpoint. A setting changed since (a rerun with other flags) follows
+the resume rule of :func:`lmfix.config.resume_changes`: epochs or the time budget take effect
+and a finished run trains on; a setting that defines the run is refused by name. ``force``
+redoes everything. A seed is the seed of everything random in a run, its built embedding
+included: the spread over seeds is the spread of the whole method.
 """
 
 from __future__ import annotations
@@ -20,23 +26,26 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import rundir
+from .config import (DEFAULTS, VARIANT_KEYS, TrainConfig, from_saved, parse_value,
+                     resume_changes, train_command)
 from .data import Corpus, load_corpus
-from .embedding_parts import FIX_SIDES
-from .embedding_spec import LEARNED_SPECS, check_embedding_options
+from .device import pick_device
+from .embedding_spec import BASIS_SPECS, LEARNED_SPECS, check_embedding_options
 from .errors import LmfixError
-from .flags import TRAIN_FLAG_TYPES, positive_int
+from .flags import positive_int, seed as seed_range
 from .fsutil import read_json, write_json
 from .jobs import VariantsFailed, train_parallel, worker_main
 from .model import DEFAULT_DIM
+from .rundir import CONFIG, RunDir
 from .tokenizer import TokenizerConfig, same_tokenizer
-from .train import TrainConfig, pick_device, train
+from .train import train
 
 DEFAULT_VARIANTS = ("learned", "learned-untied", "word2vec", "pmi", "random-orthogonal")
 BUILT_METHODS = ("word2vec", "pmi")  # variants whose embedding this command builds
 # Their settings: the methods' defaults, but word2vec on one thread, since gensim's threads
 # make it irreproducible and a report's numbers must come out the same on a rerun.
 BUILD_PARAMS = {"word2vec": {"workers": 1}, "pmi": {}}
+MAX_SEEDS = 1000
 
 
 @dataclass
@@ -69,7 +78,7 @@ PRESETS = {
     # since 0.2 overfits WikiText-2 badly once d is in the hundreds.
     "paper": Preset("paper", "2-layer LSTM, d = 512, SGD lr 20, 40 epochs, dropout 0.5 (GPU)",
                     {"emsize": 512, "nhid": 512, "dropout": 0.5, "epochs": 40}),
-    # 9-16 minutes on a 2-core CPU (AVX-512 or AVX2) for all five variants, still on real
+    # Minutes on a 2-core CPU for all five variants (docs/results.md), still on real
     # WikiText-2 with the full valid and test splits (at d = 64 they cost ~50 s per variant,
     # half the time). Training sees the first 300k tokens (a seventh of an epoch) once,
     # without dropout (a model this far from fitting only loses by it): enough to rank the
@@ -91,19 +100,20 @@ PRESETS = {
                        cuda={"emsize": 512, "nhid": 512}, variants=frontier_variants),
 }
 
-# Per-variant settings, "NAME:KEY=VALUE:KEY=VALUE": KEY (a train flag without "--") -> field.
-VARIANT_KEYS = {"fix": "fix", "learn-top": "learn_top", "delta-rank": "delta_rank",
-                "emsize": "emsize", "nhid": "nhid", "embedding-norm": "embedding_norm"}
-_CHOICES = {"fix": FIX_SIDES, "embedding_norm": ("raw", "unit", "mean-unit")}
 VARIANTS_HELP = (
     "comma-separated variants, each NAME or NAME:KEY=VALUE[:KEY=VALUE...]. NAME: "
     + ", ".join(DEFAULT_VARIANTS) + ", hadamard, or an embedding file; KEY: "
     + ", ".join(VARIANT_KEYS) + " (the train flags of those names, for that variant alone). "
     "The run is named NAME-KEY-VALUE...: word2vec:fix=input -> word2vec-fix-input, "
-    "pmi:learn-top=1000 -> pmi-learn-top-1000, word2vec:delta-rank=4 -> word2vec-delta-rank-4, "
-    "learned:emsize=32 -> learned-emsize-32. Run-wide --fix/--learn-top/--delta-rank apply "
-    "to the variants with vectors only. Default: the preset's list (frontier: its grid), "
-    "else " + ",".join(DEFAULT_VARIANTS))
+    "pmi:learn-top=1000 -> pmi-learn-top-1000, learned:emsize=32 -> learned-emsize-32. "
+    "Run-wide --fix/--learn-top/--delta-rank apply to the variants with vectors only. Default: "
+    "the preset's list (frontier: its grid), else " + ",".join(DEFAULT_VARIANTS))
+SEEDS_HELP = (
+    "train every variant at several seeds: K (the run's --seed and the K - 1 after it), or a "
+    "comma-separated list such as 1111,1,2. The run at --seed is runs/NAME, every other seed "
+    "S runs/NAME-seed-S; a finished seed is never retrained, so a rerun with more seeds trains "
+    "only the new ones, and the report shows mean ± sd over seeds (default: 1, the --seed "
+    "alone)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,18 @@ class Variant:
     name: str
     base: str  # a built method, a built-in (learned, ..., hadamard) or an embedding file path
     settings: tuple[tuple[str, object], ...] = ()  # (TrainConfig field, value), in given order
+
+
+def parse_variants(text: str | None) -> list[str] | None:
+    """``--variants``: None when not given; an empty list (``''``) is refused as one empty
+    entry is (``learned,,x``)."""
+    if text is None:
+        return None
+    items = text.split(",")
+    if any(not item.strip() for item in items):
+        raise LmfixError(f"--variants {text!r} has an empty entry; name variants such as "
+                         "learned,word2vec (leave the flag out for the preset's list)")
+    return [item.strip() for item in items]
 
 
 def parse_variant(text: str) -> Variant:
@@ -135,19 +157,51 @@ def parse_variant(text: str) -> Variant:
         field_ = VARIANT_KEYS[key]
         if field_ in settings:
             raise LmfixError(f"variant {text!r}: {key} is given twice")
-        if field_ in _CHOICES:
-            if raw not in _CHOICES[field_]:
-                raise LmfixError(f"variant {text!r}: {key} must be one of "
-                                 f"{', '.join(_CHOICES[field_])}, not {raw!r}")
-            value: object = raw
-        else:
-            try:
-                value = TRAIN_FLAG_TYPES[field_].parse(raw)
-            except ValueError as e:
-                raise LmfixError(f"variant {text!r}: {key}: {e}") from None
+        try:
+            value = parse_value(field_, raw)
+        except ValueError as e:
+            raise LmfixError(f"variant {text!r}: {key}: {e}") from None
         settings[field_] = value
         name += f"-{key}-{value}"
     return Variant(name, base, tuple(settings.items()))
+
+
+def parse_seeds(text: str | None, base_seed: int) -> list[int]:
+    """``--seeds``: K (``base_seed`` and the K - 1 after it) or an explicit list."""
+    if text is None:
+        return [base_seed]
+    items = [t.strip() for t in text.split(",")]
+    if len(items) == 1:
+        why = positive_int.error(_int(items[0]))
+        if why or _int(items[0]) > MAX_SEEDS:
+            raise LmfixError(f"--seeds {text}: a number of seeds is an integer in [1, "
+                             f"{MAX_SEEDS}]; a list of seeds is comma-separated (1111,1,2)")
+        seeds = [base_seed + i for i in range(_int(items[0]))]
+    else:
+        seeds = [_int(t) for t in items]
+        bad = [t for t, s in zip(items, seeds) if seed_range.error(s)]
+        if bad:
+            raise LmfixError(f"--seeds {text}: {', '.join(bad)} is not a seed "
+                             f"({seed_range.allowed})")
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise LmfixError(f"--seeds {text} names seed {', '.join(map(str, twice))} twice")
+    if any(s > 2**32 - 1 for s in seeds):
+        raise LmfixError(f"--seeds {text}: with --seed {base_seed} the seeds pass "
+                         f"{seed_range.allowed}; use a smaller --seed or a list")
+    return seeds
+
+
+def _int(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text  # refused by the range check, by name
+
+
+def seed_suffix(seed: int, base_seed: int) -> str:
+    """"" for the run's own --seed, "-seed-S" for every other: run and file names."""
+    return "" if seed == base_seed else f"-seed-{seed}"
 
 
 def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
@@ -157,8 +211,7 @@ def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
     cfg = replace(base, **dict(v.settings))
     if v.base in LEARNED_SPECS:
         own = dict(v.settings)
-        cfg = replace(cfg, **{k: getattr(TrainConfig(), k) for k in ("fix", "learn_top",
-                                                                      "delta_rank")
+        cfg = replace(cfg, **{k: DEFAULTS[k] for k in ("fix", "learn_top", "delta_rank")
                               if k not in own})
     try:
         check_embedding_options(v.base, cfg.fix, cfg.learn_top, cfg.delta_rank)
@@ -167,12 +220,11 @@ def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
     return cfg
 
 
-
 def variant_spec(variant: str, embedding_files: dict[str, Path]) -> tuple[str, str]:
     """(run name, --embedding value) for a variant: a built method, a built-in, or a file."""
     if variant in BUILT_METHODS:
         return variant, str(embedding_files[variant])
-    if variant in ("learned", "learned-untied", "random-orthogonal", "hadamard"):
+    if variant in LEARNED_SPECS + BASIS_SPECS:
         return variant, variant
     path = Path(variant)
     if not path.is_file():
@@ -181,38 +233,19 @@ def variant_spec(variant: str, embedding_files: dict[str, Path]) -> tuple[str, s
     return f"file-{path.stem}", str(path.resolve())
 
 
-def train_command(cfg: TrainConfig) -> str:
-    """The ``lmfix train`` command that reproduces one variant on its own."""
-    import shlex
-    default = TrainConfig()
-    parts = ["lmfix", "train"]
-    for k, v in asdict(cfg).items():
-        if v == getattr(default, k) and k not in ("data", "embedding", "out"):
-            continue
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            parts += [flag] if v else []
-        elif v is not None:
-            parts += [flag, str(v)]
-    return shlex.join(parts)
-
-
-def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: Path,
+def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, path: Path,
                      force: bool, progress: bool = False) -> Path:
-    """Build (or reuse) the method's embedding with BUILD_PARAMS at dimension ``dim``."""
+    """Build (or reuse) the method's embedding with BUILD_PARAMS at ``dim`` into ``path``."""
     params = BUILD_PARAMS[method]
     from .embeddings.build import build_and_save, make_config  # scipy, gensim: only here
     from .embeddings.vectors import sidecar_path
-    tok = corpus.tokenizer
-    path = out_dir / (f"{method}-d{dim}.bin" if tok.kind == "word" else
-                      f"{method}-d{dim}-{tok.label}.bin")
     sidecar = sidecar_path(path)
     if path.is_file() and sidecar.is_file() and not force:
         meta = read_json(sidecar)
         same = (meta.get("corpus", {}).get("sha256") == corpus.train_sha256
                 and meta.get("dim") == dim and meta.get("seed") == seed
                 and meta.get("params") == asdict(make_config(method, params))
-                and same_tokenizer(meta.get("tokenizer"), tok.identity()))
+                and same_tokenizer(meta.get("tokenizer"), corpus.tokenizer.identity()))
         if same:
             print(f"reusing {path}")
             return path
@@ -224,95 +257,121 @@ def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, out_dir: 
 
 def run(preset: str, out: Path, data: str | None, variants: list[str] | None = None,
         overrides: dict | None = None, force: bool = False, progress: bool = True,
-        command: str = "", jobs: int = 1) -> list[Path]:
-    """Build the embeddings and train every variant; returns the run directories, in order.
+        command: str = "", jobs: int = 1, seeds: list[int] | None = None) -> list[Path]:
+    """Build the embeddings and train every variant at every seed; returns the run
+    directories, variant by variant, seeds in the order given.
 
-    ``jobs`` > 1 trains that many variants at once, each in a worker process (lmfix.jobs);
-    a variant that fails there does not stop the others, and :class:`lmfix.jobs.VariantsFailed`
-    (carrying the run directories) is raised once all have ended.
+    ``seeds`` (default: the base config's seed alone) are whole-run seeds: embeddings are
+    built per seed too. ``jobs`` > 1 trains that many runs at once, each in a worker process
+    (lmfix.jobs); a run that fails there does not stop the others, and
+    :class:`lmfix.jobs.VariantsFailed` (carrying the run directories) is raised once all have
+    ended. Another ``lmfix run`` working in ``out`` is refused (its lock).
     """
     if preset not in PRESETS:
         raise LmfixError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if positive_int.error(jobs):
         raise LmfixError(f"--jobs: {positive_int.error(jobs)}")
+    if variants is not None and not variants:
+        raise LmfixError("--variants is empty; name at least one variant")
     chosen = PRESETS[preset]
-    preset_cfg = dict(chosen.train)
-    if chosen.cuda and pick_device({**preset_cfg, **(overrides or {})}.get(
-            "device", "auto")).type == "cuda":
-        preset_cfg.update(chosen.cuda)
-    if (overrides or {}).get("tokenizer", "word") != "word":
-        # SentencePiece's byte-fallback pieces mostly never occur in training text, so word2vec
-        # and PMI give them no vector; they get random ones of the mean norm (coverage recorded).
-        preset_cfg["oov"] = "random"
-    base = replace(TrainConfig(), data=data, **{**preset_cfg, **(overrides or {})})
+    base = _base_config(chosen, data, overrides or {})
     if not variants:
         variants = (chosen.variants(base.emsize or DEFAULT_DIM) if chosen.variants
                     else list(DEFAULT_VARIANTS))
-    # catch a typo or a misfit setting before anything is built or trained
+    # catch a typo or a misfit setting before anything is built, trained or written
     parsed = [parse_variant(v) for v in variants]
     settings = [variant_config(base, v) for v in parsed]
     names = [v.name for v in parsed]
     if len(set(names)) != len(names):
         raise LmfixError("--variants names a run twice: "
                          + ", ".join(sorted({n for n in names if names.count(n) > 1})))
-    corpus = load_corpus(data, TokenizerConfig.from_flags(base))
-    files: dict[tuple[str, int], Path] = {}  # (method, d) -> built file, one per d needed
+    out = Path(out)
+    with RunDir(out).lock(command):
+        return _run(chosen, base, out, variants, parsed, settings, force, progress, command,
+                    jobs, seeds or [base.seed])
+
+
+def _base_config(chosen: Preset, data: str | None, overrides: dict) -> TrainConfig:
+    preset_cfg = dict(chosen.train)
+    if chosen.cuda and pick_device(overrides.get("device", DEFAULTS["device"])).type == "cuda":
+        preset_cfg.update(chosen.cuda)
+    # words missing from the built embeddings: the tokenizer's default (a flag given still wins)
+    preset_cfg["oov"] = TokenizerConfig(overrides.get("tokenizer", DEFAULTS["tokenizer"])
+                                        ).default_oov
+    return replace(TrainConfig(), data=data, **{**preset_cfg, **overrides})
+
+
+def _run(chosen: Preset, base: TrainConfig, out: Path, variants: list[str],
+         parsed: list[Variant], settings: list[TrainConfig], force: bool, progress: bool,
+         command: str, jobs: int, seeds: list[int]) -> list[Path]:
+    corpus = load_corpus(base.data, TokenizerConfig.from_settings(base))
+    V = len(corpus.vocab)
+    for v, cfg in zip(parsed, settings):  # what needs the vocabulary, still before any build
+        dim = cfg.emsize or (DEFAULT_DIM if v.base in BUILT_METHODS + LEARNED_SPECS
+                             + BASIS_SPECS else None)
+        try:
+            check_embedding_options(v.base, cfg.fix, cfg.learn_top, cfg.delta_rank, V, dim)
+        except LmfixError as e:
+            raise LmfixError(f"variant {v.name}: {e}") from None
+    files: dict[tuple[str, int, int], Path] = {}  # (method, d, seed) -> built file
     for v, cfg in zip(parsed, settings):
-        key = (v.base, cfg.emsize or DEFAULT_DIM)
-        if v.base in BUILT_METHODS and key not in files:
-            files[key] = ensure_embedding(v.base, corpus, key[1], base.seed,
-                                          out / "embeddings", force, progress)
+        for seed in seeds:
+            key = (v.base, cfg.emsize or DEFAULT_DIM, seed)
+            if v.base in BUILT_METHODS and key not in files:
+                name = f"{v.base}-d{key[1]}{corpus.tokenizer.suffix}" \
+                       f"{seed_suffix(seed, base.seed)}.bin"
+                files[key] = ensure_embedding(v.base, corpus, key[1], seed,
+                                              out / "embeddings" / name, force, progress)
     record_intrinsic(list(files.values()), corpus)
-    label = corpus.tokenizer.label
     cfgs = []
     for v, cfg in zip(parsed, settings):
-        spec = str(files[(v.base, cfg.emsize or DEFAULT_DIM)]) if v.base in BUILT_METHODS \
-            else v.base
-        name = v.name if label == "word" else f"{v.name}-{label}"  # distinct beside word runs
-        cfgs.append(replace(cfg, embedding=spec, out=str(out / "runs" / name)))
+        for seed in seeds:
+            key = (v.base, cfg.emsize or DEFAULT_DIM, seed)
+            spec = str(files[key]) if v.base in BUILT_METHODS else v.base
+            # the tokenizer's suffix keeps subword runs distinct beside word runs
+            name = f"{v.name}{corpus.tokenizer.suffix}{seed_suffix(seed, base.seed)}"
+            cfgs.append(replace(cfg, embedding=spec, seed=seed, out=str(out / "runs" / name)))
     run_dirs = [Path(cfg.out) for cfg in cfgs]
+    planned = [(cfg, plan_variant(cfg, force)) for cfg in cfgs]  # refusals before training
     failed = {}
     if jobs == 1:
-        for cfg in cfgs:
+        for cfg, _ in planned:
             _train_variant(cfg, corpus, force, progress)
-    else:  # every variant's settings are checked before any worker starts
+    else:
         todo = []
-        for cfg in cfgs:
-            action = plan_variant(cfg, force)
+        for cfg, action in planned:
             if action == "kept":
                 print(f"{Path(cfg.out).name}: finished already, kept")
             else:
                 todo.append((cfg, action))
         failed = train_parallel(todo, out, force, jobs)
-    write_json(out / "run.json", {"preset": preset, "command": command, "variants": variants,
-                                  "base": asdict(base)})
+    write_json(out / "run.json", {"preset": chosen.name, "command": command,
+                                  "variants": variants, "seeds": seeds, "base": asdict(base)})
     if failed:
         raise VariantsFailed(run_dirs, failed, out)
     return run_dirs
 
 
 def plan_variant(cfg: TrainConfig, force: bool) -> str:
-    """What a variant's run directory needs: "kept" (finished), "resume" (a checkpoint of an
-    unfinished run) or "fresh"; a run there with other settings is refused unless ``force``."""
-    out = Path(cfg.out)
-    status = rundir.read_status(out).get("status")
-    if not status or force or not (out / "config.json").is_file():
+    """What a variant's run directory needs: "kept" (finished, nothing more to train),
+    "resume" (a checkpoint to continue from, or a finished run given more to train) or
+    "fresh". A setting that defines the run and differs from the one there is refused by name
+    (the resume rule), unless ``force``."""
+    out = RunDir(cfg.out)
+    if force or not (out / CONFIG).is_file():
         return "fresh"  # (a worker that failed before training records status, no config)
-    # a field added to TrainConfig since the run was made counts as its default
-    prev = {**asdict(TrainConfig()), **rundir.load_config(out)["train"]}
-    if {**prev, "data": None} != {**asdict(cfg), "data": None}:
-        raise LmfixError(f"{out} holds a run with other settings; pass --force to redo it or "
-                         "choose another --out")
-    if status == "finished":
-        return "kept"
-    return "resume" if (out / rundir.LAST).is_file() else "fresh"
+    changes = resume_changes(from_saved(out.read_config()["train"], str(out.path)), cfg,
+                             str(out.path))
+    if out.finished:
+        return "resume" if {"epochs", "max_minutes"} & set(changes) else "kept"
+    return "resume" if out.resumable else "fresh"
 
 
 def record_intrinsic(paths: list[Path], corpus: Corpus) -> None:
     """Word similarity and analogy scores of each built embedding, in FILE.intrinsic.json
     beside it (lmfix.embeddings.intrinsic; the report shows them). Words only: the test sets
     hold words, not a subword tokenizer's pieces."""
-    if not paths or corpus.tokenizer.kind != "word":
+    if not paths or not corpus.tokenizer.tokens_are_words:
         return
     from .embeddings.intrinsic import ensure_scores, headline, word_counts
     counts = word_counts(corpus)
@@ -324,18 +383,20 @@ def record_intrinsic(paths: list[Path], corpus: Corpus) -> None:
 
 
 def _train_variant(cfg: TrainConfig, corpus: Corpus | None, force: bool, progress: bool) -> None:
-    out = Path(cfg.out)
-    action = plan_variant(cfg, force)
-    if action == "kept":
-        print(f"{out.name}: finished already, kept")
-        return
-    if action == "resume":
-        status = rundir.read_status(out).get("status")
-        print(f"{out.name}: {status}, resuming from its last checkpoint")
-        train(cfg, command=train_command(cfg), corpus=corpus, resume=True, progress=progress)
-        return
-    print(f"== {out.name}: training ({cfg.embedding})")
-    train(cfg, command=train_command(cfg), corpus=corpus, force=True, progress=progress)
+    """One variant, as planned; its run directory is locked from the plan to the end."""
+    out = RunDir(cfg.out)
+    with out.lock(train_command(cfg)):
+        action = plan_variant(cfg, force)
+        if action == "kept":
+            print(f"{out.name}: finished already, kept")
+            return
+        if action == "resume":
+            print(f"{out.name}: {out.status().state}, resuming from its last checkpoint")
+            train(cfg, command=train_command(cfg), corpus=corpus, resume=True,
+                  progress=progress)
+            return
+        print(f"== {out.name}: training ({cfg.embedding})")
+        train(cfg, command=train_command(cfg), corpus=corpus, force=True, progress=progress)
 
 
 if __name__ == "__main__":  # a worker of ``lmfix run --jobs N`` (lmfix.jobs)

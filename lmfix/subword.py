@@ -4,7 +4,7 @@ The tokenization is lossless on WikiText: a line's pieces decode to the line wit
 whitespace collapsed (``" ".join(line.split())``), WikiText's own ``<unk>`` stays one piece and
 one ``<eos>`` id follows every line, blank lines included, exactly as in the word-level path.
 So the word-level token count of a split can be recovered from its piece stream
-(:func:`words_in_pieces`), which is what word-level perplexity needs (lmfix.metrics).
+(:func:`words_in_pieces`), which is what word-level perplexity needs (lmfix.evaluation).
 
 Models are cached as ``{model_dir}/sp-{model_type}-{vocab_size}-{hash12}.model``; the hash covers
 the training text's checksum and every training option, so a matching model is reused and a
@@ -25,11 +25,11 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from .config import SP_MODEL_TYPES as MODEL_TYPES
 from .errors import LmfixError
 from .fsutil import atomic_open
 from .vocab import EOS, UNK
 
-MODEL_TYPES = ("unigram", "bpe")
 WORD_START = "\u2581"  # "▁", SentencePiece's marker for a piece that follows a space
 SP_UNK = "<sp-unk>"  # SentencePiece's own unknown piece; never emitted (byte fallback)
 _ENCODE_BATCH = 8192  # lines per sp.encode call: one C++ call each, bounded memory
@@ -175,16 +175,20 @@ def encode_lines(sp: spm.SentencePieceProcessor, lines: list[str]) -> torch.Tens
     return torch.tensor(ids, dtype=torch.long)
 
 
-def words_in_pieces(pieces: list[str]) -> int:
-    """The word-level token count (words + one <eos> per line) of a piece stream.
+def starts_word(prev: str, piece: str) -> bool:
+    """Whether ``piece`` (after ``prev``) begins a word-level token.
 
     Every word starts with a "▁" piece (a whole "▁" before a user-defined symbol such as
-    <unk>, which sentencepiece emits as "▁", "<unk>"); every <eos> piece counts one, except a
-    literal "<eos>" word in the text ("▁", "<eos>"), whose "▁" was already counted.
+    <unk>, which sentencepiece emits as "▁", "<unk>"); every <eos> piece is one, except a
+    literal "<eos>" word in the text ("▁", "<eos>"), whose "▁" already began it. A line's
+    first piece begins a word even without its "▁": encoded text always has one there (the
+    dummy prefix), but a generated line may not, and it is a word of the text all the same.
     """
-    n, prev = 0, ""
-    for p in pieces:
-        if p.startswith(WORD_START) or (p == EOS and prev != WORD_START):
-            n += 1
-        prev = p
-    return n
+    if piece == EOS:
+        return prev != WORD_START
+    return piece.startswith(WORD_START) or prev == EOS
+
+
+def words_in_pieces(pieces: list[str]) -> int:
+    """The word-level token count (words + one <eos> per line) of a piece stream."""
+    return sum(starts_word(prev, p) for prev, p in zip([""] + pieces, pieces))

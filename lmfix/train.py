@@ -1,120 +1,50 @@
-"""Training and evaluation, in the regime of the PyTorch ``word_language_model`` example.
+"""Training, in the regime of the PyTorch ``word_language_model`` example.
 
-Plain SGD at lr 20 with gradient clipping 0.25, lr divided by 4 whenever validation loss does not
-improve, the best-validation model kept and tested; eval batch size 10; perplexity is
-exp(token-weighted mean NLL). Everything a run produces goes into its run directory
-(see :mod:`lmfix.rundir`), and a checkpoint at every epoch end (and every few minutes) lets
-``--resume`` continue exactly where the run stopped.
+Plain SGD at lr 20 with gradient clipping 0.25, lr divided by 4 whenever validation loss does
+not improve, the best-validation model kept and tested; eval batch size 10; perplexity is
+exp(token-weighted mean NLL) (:mod:`lmfix.evaluation`). Everything a run produces goes into its
+run directory (:mod:`lmfix.rundir`), and a checkpoint at every epoch end (and every few
+minutes) lets ``--resume`` continue exactly where the run stopped.
 
-Reading order: :func:`train` sets a run up, :func:`fit` alternates :func:`train_one_epoch`
-(the example's ``train()``: batch → forward → loss → backward → clip → step → log) and
-:func:`end_epoch` (validate, keep the best, anneal, checkpoint). Where training is lives in one
-:class:`TrainState`, checkpointed as it is.
+Reading order: :func:`train` sets a run up (fresh, or resumed under the rule of
+:func:`lmfix.config.resume_changes`), :func:`fit` alternates :func:`train_one_epoch` (the
+example's ``train()``: batch → forward → loss → backward → clip → step) and :func:`end_epoch`
+(validate, keep the best, anneal, checkpoint). What happens beside a step — the interval log,
+the stop checks, checkpoints — is :class:`lmfix.train_state.Bookkeeping`'s; where training is
+lives in one :class:`~lmfix.train_state.TrainState`, checkpointed as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import math
+import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
-from tqdm import tqdm
 
-from . import distributed, rundir
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from . import distributed, evaluation
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, check_config, from_saved, resume_changes
 from .data import Corpus, batchify, get_batch, load_corpus
+from .device import check_amp, describe, pick_device, set_tf32
 from .distributed import Dist
 from .embedding_parts import top_ids
-from .embedding_spec import check_embedding_options, planned, resolve_embedding
-from .errors import Interrupted, LmfixError, first_line
-from .flags import check_train_config
+from .embedding_spec import check_embedding_options, planned, resolve_embedding, resolve_fix
+from .errors import Interrupted, LmfixError
+from .evaluation import Stopped, ppl
 from .memory import check_fits, estimate_train_bytes
-from .metrics import bits_per_char, ppl, word_ppl
 from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
 from .provenance import git_commit, versions
+from .rundir import BEST, RunDir
+from .signals import Flag
 from .tokenizer import TokenizerConfig
+from .train_state import Bookkeeping, Run, TrainState, checkpoint, restore
 
-_TOK = TokenizerConfig()
-
-
-@dataclass
-class TrainConfig:
-    data: str | None = None
-    embedding: str = "learned"
-    out: str = "runs/run"
-    emsize: int | None = None  # None: the embedding file's dimension, else model.DEFAULT_DIM
-    nhid: int | None = None  # None: same as emsize
-    nlayers: int = 2
-    dropout: float = 0.2
-    lr: float = 20.0
-    clip: float = 0.25  # 0: no clipping
-    epochs: int = 40
-    batch_size: int = 20
-    eval_batch_size: int = 10
-    bptt: int = 35
-    seed: int = 1111
-    device: str = "auto"
-    optimizer: str = "sgd"
-    weight_decay: float = 0.0
-    max_train_tokens: int | None = None
-    max_eval_tokens: int | None = None
-    max_minutes: float | None = None
-    embedding_norm: str = "unit"  # measured best: scripts/ablate_fixed_scaling.sh, README
-    cosine: bool = False
-    scale_init: float | None = None
-    fix: str | None = None  # given vectors: the side kept fixed, None = both (embedding_parts)
-    learn_top: int = 0  # fixed tied: the rows of the K most frequent training words train
-    delta_rank: int = 0  # fixed tied: rank R of a trainable correction, W + A·B
-    oov: str = "error"
-    amp: bool = False  # bfloat16 autocast (meant for CUDA GPUs)
-    tf32: bool = False  # CUDA: TF32 tensor cores in cuBLAS and cuDNN (off: exact float32)
-    tokenizer: str = _TOK.kind  # word | sentencepiece (lmfix.tokenizer)
-    sp_model_type: str = _TOK.sp_model_type
-    sp_vocab_size: int = _TOK.sp_vocab_size
-    log_interval: int = 200
-    checkpoint_every: float = 10.0  # minutes between mid-epoch checkpoints
-
-    def __post_init__(self) -> None:
-        # 0 tokens means "no limit" (how `lmfix run` lifts a preset's cap); one spelling, None,
-        # is kept so configs compare equal on resume
-        for name in ("max_train_tokens", "max_eval_tokens"):
-            if getattr(self, name) == 0:
-                setattr(self, name, None)
-
-
-@dataclass
-class TrainState:
-    """Where training is. Saved in every checkpoint as it is (``asdict``) and restored from it."""
-
-    lr: float
-    epoch: int = 1
-    batch: int = 0  # the next training batch of this epoch
-    phase: str = "train"  # "train": batches left; "validate": only validation left (resume)
-    hidden: tuple | None = None  # the LSTM state carried into batch ``batch``
-    epoch_loss: float = 0.0  # sum of this epoch's batch losses (this process's)
-    epoch_batches: int = 0
-    best_val: float | None = None
-    best_epoch: int | None = None
-    val_ntok: int = 0
-    tokens_seen: int = 0
-    train_seconds: float = 0.0  # time in training steps only, measured after a device sync
-    wall_s: float = 0.0
-    epoch_started_s: float = 0.0  # wall_s when this epoch began
-    out_of_time: bool = False  # --max-minutes ran out: this epoch is the last
-    done: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LmfixError("--device cuda was asked for but no CUDA GPU is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise LmfixError(f"--device {name!r}: use auto, cpu or cuda")
-    return torch.device(name)
+__all__ = ["TrainConfig", "build_model", "resume", "train"]
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -127,75 +57,30 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
 
 
-def set_tf32(device: torch.device, on: bool) -> None:
-    """On CUDA, allow TF32 (``--tf32``) or not in both cuBLAS and cuDNN. Both are set either
-    way: PyTorch's own default allows TF32 in cuDNN, which runs the LSTM. No effect on CPUs."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
-
-
-def check_amp(device: torch.device) -> None:
-    """bfloat16 LSTMs need CPU support (oneDNN kernels: AVX-512 BF16/AMX); fail up front
-    with one clear line instead of a oneDNN traceback at the first step."""
-    if device.type != "cpu":
-        return
-    lstm = torch.nn.LSTM(4, 4)
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            lstm(torch.zeros(2, 1, 4))
-    except RuntimeError:
-        raise LmfixError("--amp: this CPU has no bfloat16 LSTM kernels (oneDNN refused one); "
-                         "train without --amp, which is meant for CUDA GPUs") from None
-
-
-@torch.no_grad()
-def evaluate(model: LSTMLM, source: torch.Tensor, bptt: int, d: Dist = Dist(),
-             interrupted=None) -> tuple[float, int]:
-    """Token-weighted mean NLL over a batchified split, hidden state carried across chunks.
-
-    ``interrupted()``, polled per chunk, lets a signal stop a long evaluation promptly.
-    """
-    model.eval()
-    source = distributed.eval_columns(source, d)
-    total = torch.zeros((), dtype=torch.float64, device=source.device)
-    ntok = 0
-    if source.size(1):
-        hidden = model.init_hidden(source.size(1))
-        for i in range(0, source.size(0) - 1, bptt):
-            if interrupted is not None and interrupted():
-                raise _Stop(interrupted())
-            x, y = get_batch(source, i, bptt)
-            out, hidden = model(x, hidden)
-            total += model.loss(out, y, reduction="sum").double()
-            ntok += y.numel()
-    total, ntok = distributed.all_reduce_sum([total.item(), ntok], d, source.device)
-    return total / max(ntok, 1), int(ntok)
-
-
 def build_model(cfg: TrainConfig, corpus: Corpus,
                 device: torch.device = torch.device("cpu")) -> tuple[LSTMLM, ModelConfig, dict]:
     """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
     V = len(corpus.vocab)
-    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V)
+    fix = resolve_fix(cfg.embedding, cfg.fix)
+    known = planned(cfg.embedding, cfg.emsize)
+    check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V,
+                            known[1] if known else None)
 
     def check_size(mode: str, dim: int) -> None:
         check_fits(estimate_train_bytes(
             V, dim, cfg.nhid, cfg.nlayers, cfg.batch_size, cfg.bptt, mode, cfg.optimizer,
-            cfg.eval_batch_size, device_type=device.type, amp=cfg.amp,
-            fix=(cfg.fix or "both") if mode == "fixed" else None, learn_top=cfg.learn_top,
-            delta_rank=cfg.delta_rank), device)
+            cfg.eval_batch_size, device_type=device.type, amp=cfg.amp, fix=fix,
+            learn_top=cfg.learn_top, delta_rank=cfg.delta_rank), device)
 
-    known = planned(cfg.embedding, cfg.emsize)
     if known:  # before a V×d basis is built (a file's size is already on disk)
         check_size(*known)
     res = resolve_embedding(cfg.embedding, corpus.vocab.words, cfg.emsize, cfg.seed, cfg.oov,
                             corpus.tokenizer.identity())
     if not known:
+        check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V,
+                                res.dim)
         check_size(res.mode, res.dim)
-    emsize = res.dim
-    fix = (cfg.fix or "both") if res.mode == "fixed" else None
-    mcfg = ModelConfig(vocab_size=V, emsize=emsize, nhid=cfg.nhid or emsize,
+    mcfg = ModelConfig(vocab_size=V, emsize=res.dim, nhid=cfg.nhid or res.dim,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
                        cosine=cfg.cosine, scale_init=cfg.scale_init, fix=fix,
                        learn_top=cfg.learn_top, delta_rank=cfg.delta_rank)
@@ -208,55 +93,19 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
     return model, mcfg, info
 
 
-class _Stop(Exception):
-    """Raised inside the batch loop when a signal asks to stop; its argument is the signal's
-    name."""
-
-
-@dataclass
-class _Run:
-    """Everything one training run works with; only the main process writes to ``out``."""
-
-    cfg: TrainConfig
-    corpus: Corpus
-    model: LSTMLM
-    mcfg: ModelConfig
-    info: dict  # embedding source and coverage
-    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
-    opt: torch.optim.Optimizer
-    data: dict[str, torch.Tensor]  # batchified train (this process's columns), valid, test
-    state: TrainState
-    device: torch.device
-    dist: Dist
-    stop_flag: object = None  # rundir.stop_signals()'s poll: the signal's name or None
-    command: str = ""
-    started: float = field(default_factory=time.perf_counter)  # wall clock origin, resumed
-    last_checkpoint: float = field(default_factory=time.perf_counter)
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-    @property
-    def main(self) -> bool:
-        return self.dist.is_main
-
-    def log(self, record: dict) -> None:
-        if self.main:
-            rundir.log(self.out, record)
-
-
 def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
           resume: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Train one model into ``cfg.out``; returns the summary (also written as summary.json).
 
-    Under ``torchrun`` every process calls this; see lmfix.distributed.
+    ``resume``: continue the run in ``cfg.out``. A setting of ``cfg`` that differs from the
+    run's and may change mid-run (epochs, time budget, intervals, device) takes effect and is
+    recorded in config.json; one that defines the run is refused (lmfix.config). A finished
+    run with nothing more to train returns its summary as it is. Under ``torchrun`` every
+    process calls this; see lmfix.distributed.
     """
-    out = Path(cfg.out)
-    if resume:
-        cfg = TrainConfig(**{**asdict(cfg), **rundir.load_config(out)["train"], "out": cfg.out})
-    check_train_config(cfg)  # the CLI checked its flags; a config made in Python is checked here
+    check_config(cfg)  # the CLI checked its flags; a config made in Python is checked here
     check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank)
+    out = RunDir(cfg.out)
     device = pick_device(cfg.device)
     if cfg.amp:
         check_amp(device)
@@ -266,22 +115,52 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
     try:
         if d.enabled and device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
-        if not resume and d.is_main:
-            rundir.prepare(out, force=force)
-        run = _setup(cfg, corpus, device, d, command, resume)
-        with rundir.stop_signals() as run.stop_flag:
-            _fit_or_mark(run, progress and d.is_main)
-        summary = _finish(run)
+        # One process trains in a run directory at a time (only rank 0 under torchrun).
+        with out.lock(command) if d.is_main else contextlib.nullcontext():
+            saved = out.read_config() if resume else None
+            changes = resume_changes(from_saved(saved["train"], str(out.path)), cfg,
+                                     str(out.path)) if resume else None
+            if not resume and d.is_main:
+                out.prepare(force=force)
+            run = _setup(cfg, corpus, device, d, command, changes, saved)
+            if resume and out.finished and not run.state.more_to_train(cfg):
+                if changes and d.is_main:
+                    print(f"lmfix: note: {out.path} is finished with nothing more to train "
+                          f"under these settings (epochs {cfg.epochs}, --max-minutes "
+                          f"{cfg.max_minutes}); its summary stands", flush=True)
+                summary = out.read_summary()
+            else:
+                with Flag() as run.stop_flag:
+                    _fit_or_mark(run, progress and d.is_main)
+                summary = _finish(run)
         ok = True
         return summary
     finally:
         distributed.shutdown(d, ok)
 
 
+def resume(run_dir: str | os.PathLike, command: str = "", corpus: Corpus | None = None,
+           progress: bool = True, **changes) -> dict:
+    """Continue the run in ``run_dir`` with its own settings and ``changes`` (settings by
+    name, e.g. ``epochs=80``), under :func:`train`'s resume rule; returns the summary."""
+    out = RunDir(run_dir)
+    saved = from_saved(out.read_config()["train"], str(out.path))
+    unknown = sorted(set(changes) - set(asdict(saved)))
+    if unknown:
+        raise LmfixError(f"no such setting: {', '.join(unknown)}")
+    cfg = TrainConfig(**{**asdict(saved), **changes, "out": str(out.path)})
+    return train(cfg, command=command, corpus=corpus, resume=True, progress=progress)
+
+
 def _setup(cfg: TrainConfig, corpus: Corpus | None, device, d: Dist, command: str,
-           resume: bool) -> _Run:
-    """Corpus, model, optimizer and data on the device; a fresh state or the checkpoint's."""
-    corpus = corpus or load_corpus(cfg.data, TokenizerConfig.from_flags(cfg))
+           changes: dict | None, saved: dict | None) -> Run:
+    """Corpus, model, optimizer and data on the device; a fresh state or the checkpoint's
+    (``changes`` not None: a resume, with the settings it changes; ``saved``: config.json)."""
+    corpus = corpus or load_corpus(cfg.data, TokenizerConfig.from_settings(cfg))
+    if saved is not None and corpus.train_sha256 != saved["corpus"]["train_sha256"]:
+        raise LmfixError(f"--data {cfg.data}: its training text is not the one {cfg.out} was "
+                         f"trained on (sha256 {corpus.train_sha256[:12]}…, the run's "
+                         f"{saved['corpus']['train_sha256'][:12]}…)")
     random.seed(cfg.seed)
     model, mcfg, info = build_model(cfg, corpus, device)
     model.to(device)
@@ -297,59 +176,87 @@ def _setup(cfg: TrainConfig, corpus: Corpus | None, device, d: Dist, command: st
                 batchify(train_ids, cfg.batch_size, "training split (--batch-size)"), d),
             **{s: batchify(evals[s], cfg.eval_batch_size, f"{s} split (--eval-batch-size)")
                for s in ("valid", "test")}}
-    run = _Run(cfg, corpus, model, mcfg, info, net, opt,
-               {k: v.to(device) for k, v in data.items()}, TrainState(lr=cfg.lr), device, d,
-               command=command)
-    if resume:
-        _restore(run)
+    run = Run(cfg, corpus, model, mcfg, info, net, opt,
+              {k: v.to(device) for k, v in data.items()}, TrainState(lr=cfg.lr), device, d,
+              RunDir(cfg.out), command=command, warnings=_unk_warnings(corpus))
+    if changes is not None:
+        restore(run)
+        run.state.resume_under(cfg)
+        if d.is_main:
+            _record_resume(run.out, cfg, changes)
     elif d.is_main:
-        rundir.write_config(run.out, {"train": asdict(cfg), "model": asdict(mcfg),
-                                      "command": command, "corpus": _corpus_info(corpus), **info,
-                                      "params": count_params(model),
-                                      "tokenizer": corpus.tokenizer.identity()})
-        corpus.tokenizer.save_into(run.out)  # the run stays usable without corpus or cache
+        sha = corpus.tokenizer.save_into(run.out.path)  # the run stays usable without a cache
+        run.out.write_config({"train": asdict(cfg), "model": asdict(mcfg), "command": command,
+                              "corpus": _corpus_info(corpus), **info,
+                              "params": count_params(model),
+                              "tokenizer": corpus.tokenizer.identity(),
+                              "tokenizer_sha256": sha, "resumed": []})
     if d.is_main:
-        rundir.set_status(run.out, "running")
+        for w in run.warnings:
+            print(f"lmfix: warning: {w}", flush=True)
     return run
 
 
-def _fit_or_mark(run: _Run, progress: bool) -> None:
+def _record_resume(out: RunDir, cfg: TrainConfig, changes: dict) -> None:
+    """config.json keeps the settings in force and, per resume, when and what changed."""
+    config = out.read_config()
+    config["train"] = asdict(cfg)
+    config["resumed"] = config.get("resumed", []) + [{
+        "at": _dt.datetime.now().isoformat(timespec="seconds"),
+        "changes": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}}]
+    out.write_config(config)
+
+
+def _unk_warnings(corpus: Corpus) -> list[str]:
+    """Scored splits made mostly of words the training text never had."""
+    return [w for s in ("valid", "test")
+            if (w := evaluation.unk_warning(corpus.unk_replaced.get(s, 0),
+                                            corpus.split(s).numel(), f"the {s} split"))]
+
+
+def _fit_or_mark(run: Run, progress: bool) -> None:
     """:func:`fit`, with the run directory's status telling how it ended."""
+    if run.main:
+        run.out.mark_running()
     try:
         fit(run, progress)
-    except _Stop as stop:
-        _checkpoint(run)
+    except Stopped as stop:
+        checkpoint(run)
         why = f"stopped by {stop.args[0]} in epoch {run.state.epoch}"
         if run.main:
-            rundir.set_status(run.out, "interrupted", why)
+            run.out.mark_interrupted(why)
         raise Interrupted(f"{why}; checkpoint saved. Continue with: "
-                          f"lmfix train --resume {run.out}", stop.args[0]) from None
+                          f"lmfix train --resume {run.out.path}", stop.args[0]) from None
+    except KeyboardInterrupt:  # an Interrupted from outside the loop's signal flag
+        if run.main:
+            run.out.mark_interrupted(f"stopped in epoch {run.state.epoch}")
+        raise
     except BaseException as e:
         if run.main:
-            rundir.set_status(run.out, "failed", f"{type(e).__name__}: {e}")
+            run.out.mark_failed(f"{type(e).__name__}: {e}")
         raise
 
 
-def fit(run: _Run, progress: bool = False) -> None:
+def fit(run: Run, progress: bool = False) -> None:
     """Epochs until ``--epochs`` (or the time budget) is reached."""
     run.started = time.perf_counter() - run.state.wall_s
     run.last_checkpoint = time.perf_counter()
-    while run.state.epoch <= run.cfg.epochs and not run.state.done:
+    while run.state.more_to_train(run.cfg):
         if run.state.phase == "train":
             train_one_epoch(run, progress)
         end_epoch(run)
 
 
-def train_one_epoch(run: _Run, progress: bool = False) -> None:
+def train_one_epoch(run: Run, progress: bool = False) -> None:
     """One pass over the training batches, from ``state.batch`` on (the example's train())."""
-    cfg, model, state, data = run.cfg, run.model, run.state, run.data["train"]
+    cfg, model, data = run.cfg, run.model, run.data["train"]
     params = [p for p in model.parameters() if p.requires_grad]
     nbatches = len(range(0, data.size(0) - 1, cfg.bptt))
-    hidden = state.hidden or model.init_hidden(data.size(1))
-    log = _IntervalLog(run, nbatches, progress)
+    hidden = run.state.hidden or model.init_hidden(data.size(1))
+    book = Bookkeeping(run, nbatches, progress)
     run.net.train()
-    for batch in range(state.batch, nbatches):
-        if _stop_requested(run, batch, hidden, log):  # a signal raises; out of time returns True
+    for batch in range(run.state.batch, nbatches):
+        if book.stop_before(batch, hidden):  # a signal raises Stopped; out of time: True
             break
         x, y = get_batch(data, batch * cfg.bptt, cfg.bptt)
         hidden = tuple(h.detach() for h in hidden)  # truncated BPTT
@@ -362,114 +269,15 @@ def train_one_epoch(run: _Run, progress: bool = False) -> None:
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         run.opt.step()
-        run.dist.meter.step()
-        log.step(loss.detach(), y.numel(), batch)
-        if _checkpoint_due(run):
-            _save_position(run, batch + 1, hidden, log)
-            _checkpoint(run)
+        book.after_step(loss.detach(), y.numel(), batch, hidden)
     else:
         batch = nbatches
-    _save_position(run, batch, hidden, log)
-    log.close()
-    state.phase = "validate"
+    book.end(batch, hidden)
 
 
-class _IntervalLog:
-    """Losses stay on the device and are read at log intervals only (no per-step host sync);
-    training time is read there too, after a device sync, so it counts work, not launches."""
-
-    def __init__(self, run: _Run, nbatches: int, progress: bool):
-        self.run, self.state, self.nbatches = run, run.state, nbatches
-        dev = run.data["train"].device
-        self.epoch_sum = torch.tensor(run.state.epoch_loss, dtype=torch.float64, device=dev)
-        self.interval_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        self.n = 0
-        self.clock = time.perf_counter()
-        self.bar = tqdm(total=nbatches, initial=run.state.batch, disable=not progress or None,
-                        desc=f"epoch {run.state.epoch}", unit="batch", leave=False,
-                        dynamic_ncols=True)
-
-    def step(self, loss: torch.Tensor, tokens: int, batch: int) -> None:
-        self.epoch_sum += loss
-        self.interval_sum += loss
-        self.n += 1
-        self.state.epoch_batches += 1
-        self.state.tokens_seen += tokens * self.run.dist.world_size
-        self.bar.update(1)
-        if self.n == self.run.cfg.log_interval or batch == self.nbatches - 1:
-            self._write(batch)
-
-    def lap(self) -> None:
-        """Add the time since the last lap to the training time (after a device sync)."""
-        if self.run.device.type == "cuda":
-            torch.cuda.synchronize(self.run.device)
-        now = time.perf_counter()
-        self.state.train_seconds += now - self.clock
-        self.clock = now
-
-    def resume_clock(self) -> None:
-        self.clock = time.perf_counter()
-
-    def epoch_loss(self) -> float:
-        return self.epoch_sum.item()
-
-    def _write(self, batch: int) -> None:
-        run, state = self.run, self.state
-        mean = distributed.all_reduce_sum([self.interval_sum.item() / self.n], run.dist,
-                                          self.interval_sum.device)[0] / run.dist.world_size
-        self.lap()
-        self.interval_sum.zero_()
-        self.n = 0
-        if not math.isfinite(mean):
-            raise LmfixError(f"training loss became {mean} in epoch {state.epoch} batch {batch}; "
-                             f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
-        scale = run.model.scale.item() if run.model.scale is not None else None
-        run.log({"kind": "step", "epoch": state.epoch, "step": batch + 1,
-                 "tokens_seen": state.tokens_seen, "train_loss": mean, "lr": state.lr,
-                 "scale": scale})
-        self.bar.set_postfix(loss=f"{mean:.2f}", ppl=f"{ppl(mean):.0f}", lr=state.lr,
-                             tok_s=f"{state.tokens_seen / max(state.train_seconds, 1e-9):.0f}")
-        self.resume_clock()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _stop_requested(run: _Run, batch: int, hidden, log: _IntervalLog) -> bool:
-    """A signal stops the run (checkpoint, then :class:`_Stop`); ``--max-minutes`` ends this
-    epoch early (True). Decided by all processes together, so none waits alone in a
-    collective."""
-    sig = run.stop_flag() is not None
-    # At least one step always runs, so even a tiny budget reports a trained model's figures.
-    late = bool(run.cfg.max_minutes) and run.state.tokens_seen > 0 and \
-        time.perf_counter() - run.started > run.cfg.max_minutes * 60
-    if run.dist.enabled:
-        sig, late = (v > 0 for v in distributed.all_reduce_sum([sig, late], run.dist,
-                                                                   run.device))
-    if sig:
-        _save_position(run, batch, hidden, log)
-        raise _Stop(run.stop_flag() or "SIGTERM")  # or a signal on another process
-    if late:
-        run.state.out_of_time = True  # validate what we have, then finish
-    return late
-
-
-def _checkpoint_due(run: _Run) -> bool:
-    every = run.cfg.checkpoint_every
-    return bool(every) and time.perf_counter() - run.last_checkpoint > every * 60
-
-
-def _save_position(run: _Run, batch: int, hidden, log: _IntervalLog) -> None:
-    log.lap()
-    run.state.batch, run.state.hidden = batch, tuple(h.detach() for h in hidden)
-    run.state.epoch_loss = log.epoch_loss()
-    run.state.wall_s = time.perf_counter() - run.started
-    log.resume_clock()
-
-
-def end_epoch(run: _Run) -> None:
+def end_epoch(run: Run) -> None:
     """Validate; keep the best model or anneal the lr (the example's schedule); checkpoint."""
-    cfg, model, state = run.cfg, run.model, run.state
+    model, state = run.model, run.state
     val_loss, train_loss = _validate(run)
     scale = model.scale.item() if model.scale is not None else None
     run.log({"kind": "epoch", "epoch": state.epoch, "train_loss": train_loss,
@@ -485,97 +293,65 @@ def end_epoch(run: _Run) -> None:
     if state.best_val is None or val_loss < state.best_val:
         state.best_val, state.best_epoch = val_loss, state.epoch
         if run.main:
-            save_checkpoint(run.out / rundir.BEST, {"model": model.state_dict()})
+            save_checkpoint(run.out / BEST, {"model": model.state_dict()})
     else:
         state.lr /= 4.0
         for g in run.opt.param_groups:
             g["lr"] = state.lr
-    _next_epoch(state, time.perf_counter() - run.started)
-    _checkpoint(run)
+    state.next_epoch(time.perf_counter() - run.started)
+    checkpoint(run)
     if run.dist.enabled:  # best.pt must be on disk before any process reads it
         torch.distributed.barrier()
 
 
-def _validate(run: _Run) -> tuple[float, float]:
+def _validate(run: Run) -> tuple[float, float]:
     """(validation loss, mean training loss of the epoch), both over all processes."""
     state, d = run.state, run.dist
     # Under torchrun a signal reaches the processes at different chunks: finish evaluating.
     interrupted = None if d.enabled else run.stop_flag
     with d.meter.outside_steps():
-        val_loss, state.val_ntok = evaluate(run.model, run.data["valid"], run.cfg.bptt, d,
-                                            interrupted)
+        val_loss, state.val_ntok = evaluation.mean_nll(run.model, run.data["valid"],
+                                                       run.cfg.bptt, d, interrupted)
         train_sum = distributed.all_reduce_sum([state.epoch_loss], d, run.device)[0]
     if not math.isfinite(ppl(val_loss)):
         raise LmfixError(f"validation loss became {val_loss} in epoch {state.epoch}; "
-                         f"the last good checkpoint is kept in {run.out} (try a lower --lr)")
+                         f"the last good checkpoint is kept in {run.out.path} (try a lower --lr)")
     return val_loss, train_sum / d.world_size / max(state.epoch_batches, 1)
 
 
-def _next_epoch(state: TrainState, wall_s: float) -> None:
-    state.epoch += 1
-    state.batch, state.phase, state.hidden = 0, "train", None
-    state.epoch_loss, state.epoch_batches = 0.0, 0
-    state.wall_s = state.epoch_started_s = wall_s
-    state.done = state.out_of_time
-
-
-def _checkpoint(run: _Run) -> None:
-    """Every process takes part (the hidden state and RNGs are gathered); the main one writes."""
-    with run.dist.meter.outside_steps():
-        hidden = run.state.hidden
-        if hidden is not None:
-            hidden = tuple(distributed.gather_columns(h, run.dist, 1) for h in hidden)
-        rngs = distributed.gather_objects(rng_state(), run.dist)
-    if run.main:
-        save_checkpoint(run.out / rundir.LAST, {"model": run.model.state_dict(),
-                                                "optimizer": run.opt.state_dict(),
-                                                "state": asdict(replace(run.state, hidden=hidden)),
-                                                "rng": rngs})
-    run.last_checkpoint = time.perf_counter()
-
-
-def _restore(run: _Run) -> None:
-    path = run.out / rundir.LAST
-    ck = load_checkpoint(path, map_location=run.device)
-    try:
-        run.model.load_state_dict(ck["model"])
-        run.opt.load_state_dict(ck["optimizer"])
-        state, rngs = TrainState(**ck["state"]), ck["rng"]
-        if len(rngs) != run.dist.world_size:
-            raise LmfixError(f"{path} was saved by {len(rngs)} process(es); resume it with as "
-                             f"many (now {run.dist.world_size})")
-        set_rng_state(rngs[run.dist.rank])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise LmfixError(f"{path} does not match this run's model "
-                         f"({first_line(e)})") from None
-    if state.hidden is not None:
-        # (layers, batch, hidden): this process's columns of the gathered batch
-        state.hidden = tuple(distributed.eval_columns(h, run.dist) for h in state.hidden)
-    run.state = state
-
-
-def _finish(run: _Run) -> dict:
+def _finish(run: Run) -> dict:
     """Test the best model, write summary.json and mark the run finished."""
     if not run.state.tokens_seen:  # a summary of no training would be a number from nothing
         raise LmfixError(f"no training step ran (--max-minutes {run.cfg.max_minutes} ended the "
                          "run before the first batch); nothing to report")
     with run.dist.meter.outside_steps():
-        best = load_checkpoint(run.out / rundir.BEST, map_location=run.device)
+        best = load_checkpoint(run.out / BEST, map_location=run.device)
         run.model.load_state_dict(best["model"])
-        test_loss, test_ntok = evaluate(run.model, run.data["test"], run.cfg.bptt, run.dist)
+        test_loss, test_ntok = evaluation.mean_nll(run.model, run.data["test"], run.cfg.bptt,
+                                                   run.dist)
         if not (test_ntok and run.state.val_ntok):
             raise LmfixError(f"evaluated {run.state.val_ntok} validation and {test_ntok} test "
                              "tokens; perplexity needs at least one of each")
-        if not math.isfinite(ppl(test_loss)):
-            raise LmfixError(f"test loss of the best model is {test_loss} (perplexity overflows); "
-                             "the run diverged (try a lower --lr)")
+        _check_not_diverged(run, {"validation": run.state.best_val, "test": test_loss})
         summary = _summary(run, test_loss, test_ntok)
         if run.dist.enabled:  # evidence that DDP kept every replica identical
             checksum = sum(p.double().sum().item() for p in run.model.parameters())
             summary["param_checksums"] = distributed.gather_objects(checksum, run.dist)
     if run.main:
-        rundir.finish(run.out, summary)
+        run.out.mark_finished(summary)
     return summary
+
+
+def _check_not_diverged(run: Run, losses: dict[str, float]) -> None:
+    """A perplexity far above a uniform guess's (the vocabulary size) is a run that diverged,
+    like a NaN loss, not a result (``--delta-rank 5000`` on V = 3,324: test ppl 124,029,772)."""
+    V = run.mcfg.vocab_size
+    for what, loss in losses.items():
+        if evaluation.diverged(loss, V):
+            raise LmfixError(
+                f"the best model's {what} perplexity is {ppl(loss):,.2f}, more than "
+                f"{evaluation.DIVERGED_FACTOR}x a uniform guess over the {V:,} tokens of the "
+                f"vocabulary: the run diverged (try a lower --lr); no summary written")
 
 
 def _corpus_info(corpus: Corpus) -> dict:
@@ -583,51 +359,36 @@ def _corpus_info(corpus: Corpus) -> dict:
             "vocab_size": len(corpus.vocab), "unk_replaced": corpus.unk_replaced}
 
 
-def _word_level(corpus: Corpus, losses: dict[str, float], data: dict[str, torch.Tensor]) -> dict:
-    """Word-level perplexity and bits per character, comparable across tokenizers: the total
-    NLL of the evaluated targets (rows 1.. of the batchified split) over the words that start
-    among them (for word-level tokens, every target is a word)."""
-    out = {}
-    for split, loss in losses.items():
-        targets = data[split][1:]
-        words = corpus.tokenizer.count_words(targets.t())
-        key = "val" if split == "valid" else "test"
-        out[f"{key}_word_ppl"] = word_ppl(loss, targets.numel(), words) if words else None
-        # characters per word of the whole split, applied to the evaluated words
-        chars = corpus.chars.get(split, 0) * words / max(corpus.words.get(split, 0), 1)
-        out[f"{key}_bpc"] = bits_per_char(loss, targets.numel(), chars) if chars else None
-    return out
-
-
-def _summary(run: _Run, test_loss: float, test_ntok: int) -> dict:
-    cfg, state, model, mcfg = run.cfg, run.state, run.model, run.mcfg
+def _summary(run: Run, test_loss: float, test_ntok: int) -> dict:
+    cfg, state, model, mcfg, corpus = run.cfg, run.state, run.model, run.mcfg, run.corpus
     params = count_params(model)
-    losses = {"valid": state.best_val, "test": test_loss}
+    levels = {}
+    for split, key, loss in (("valid", "val", state.best_val), ("test", "test", test_loss)):
+        w = evaluation.word_level(loss, run.data[split], corpus.tokenizer,
+                                  corpus.words.get(split, 0), corpus.chars.get(split, 0))
+        levels.update({f"{key}_word_ppl": w["word_ppl"], f"{key}_bpc": w["bpc"]})
     return {
         "name": run.out.name, "embedding": cfg.embedding,
         "embedding_source": run.info["embedding_source"],
-        # fixed: some part of the embedding is (--fix input/output keep one side fixed)
-        "tied": model.layout.tied, "fixed": params["embedding_fixed"] > 0,
+        "tied": model.layout.tied, "fixed": model.layout.fixed,  # which sides: both ... none
         "fix": mcfg.fix, "learn_top": mcfg.learn_top, "delta_rank": mcfg.delta_rank,
-        "emsize": mcfg.emsize,
-        "nhid": mcfg.nhid, "nlayers": mcfg.nlayers, "vocab_size": mcfg.vocab_size,
-        "params": params,
+        "emsize": mcfg.emsize, "nhid": mcfg.nhid, "nlayers": mcfg.nlayers,
+        "vocab_size": mcfg.vocab_size, "params": params, "seed": cfg.seed,
         "val_loss": state.best_val, "val_ppl": ppl(state.best_val),
-        "test_loss": test_loss, "test_ppl": ppl(test_loss),
-        **_word_level(run.corpus, losses, run.data),
-        "tokenizer": run.corpus.tokenizer.identity(),
+        "test_loss": test_loss, "test_ppl": ppl(test_loss), **levels,
+        "tokenizer": corpus.tokenizer.identity(),
         "epochs": state.epoch - 1, "best_epoch": state.best_epoch,
         "train_tokens": state.tokens_seen,
         "tokens_per_s": state.tokens_seen / max(state.train_seconds, 1e-9),
-        "wall_s": state.wall_s, "device": run.device.type,
-        "device_name": rundir.device_name(run.device), "world_size": run.dist.world_size,
+        "wall_s": state.wall_s, **describe(run.device), "world_size": run.dist.world_size,
         # the arithmetic (every trainable parameter's gradient, once) beside the measurement
         "grad_bytes_per_step_formula": distributed.grad_bytes_per_step(model),
         **run.dist.meter.summary(),
         "final_scale": model.scale.item() if model.scale is not None else None,
         "eval_tokens": {"valid": state.val_ntok, "test": test_ntok},
         "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,
-        "coverage": run.info["coverage"], "corpus": _corpus_info(run.corpus),
+        "warnings": run.warnings,
+        "coverage": run.info["coverage"], "corpus": _corpus_info(corpus),
         "command": run.command, "versions": versions(), "git_commit": git_commit(),
         "config": {"train": asdict(cfg), "model": asdict(mcfg)},
     }

@@ -115,9 +115,10 @@ def lmfix_eval(model, x, y, hidden, amp=False):
 def make_variants(V: int, d: int, fixed_matrix: torch.Tensor) -> dict:
     torch.manual_seed(0)
     out = {"reference": ReferenceLM(V, d)}
-    for mode in ("learned", "learned-untied", "fixed"):
-        cfg = ModelConfig(vocab_size=V, emsize=d, nhid=d, embedding=mode)
-        out[mode] = LSTMLM(cfg, fixed_matrix if mode == "fixed" else None)
+    for name, mode, fix in (("learned", "learned", None), ("learned-untied", "learned-untied", None),
+                            ("fixed", "vectors", "both")):
+        cfg = ModelConfig(vocab_size=V, emsize=d, nhid=d, embedding=mode, fix=fix)
+        out[name] = LSTMLM(cfg, fixed_matrix if mode == "vectors" else None)
     return out
 
 

@@ -62,8 +62,8 @@ def count_buffer_broadcasts(net, meter: CommMeter) -> bool:
 
 def build(mode: str, V: int, dim: int, fixed: torch.Tensor, device, d):
     torch.manual_seed(0)  # the same parameters in both modes
-    model = LSTMLM(ModelConfig(vocab_size=V, emsize=dim, nhid=dim, embedding="fixed"),
-                   fixed).to(device)
+    model = LSTMLM(ModelConfig(vocab_size=V, emsize=dim, nhid=dim, embedding="vectors",
+                               fix="both"), fixed).to(device)
     md = dataclasses.replace(d, meter=CommMeter())
     if mode == "new":
         net = distributed.wrap_ddp(model, device, md)

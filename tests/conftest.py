@@ -33,3 +33,18 @@ def tiny_corpus_dir(tmp_path) -> Path:
     (d / "valid.txt").write_text(" the cat sat on the log . \n the bird ran . \n" * 20)
     (d / "test.txt").write_text(" a dog sat on the mat . \n \n" * 20)
     return d
+
+
+# The fast lane (scripts/test.sh --fast) leaves out what these markers name; CI runs all.
+_MODULE_MARKS = {"test_distributed.py": "torchrun", "test_distributed_comm.py": "torchrun",
+                 "test_gpu_check.py": "gpu_script", "test_flags_fuzz.py": "fuzz"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (mark := _MODULE_MARKS.get(item.path.name)) is not None:
+            item.add_marker(mark)
+        if hasattr(getattr(item, "obj", None), "hypothesis"):  # a property test
+            item.add_marker("fuzz")
+        if "wikitext2" in getattr(item, "fixturenames", ()):
+            item.add_marker("slow")

@@ -34,8 +34,9 @@ def tiny(embedding: str, cosine: bool = False) -> LSTMLM:
     torch.manual_seed(0)
     fixed = torch.randn(V, D, generator=torch.Generator().manual_seed(1)) \
         if embedding == "fixed" else None
-    return LSTMLM(ModelConfig(vocab_size=V, emsize=D, nhid=D, dropout=0.0, embedding=embedding,
-                              cosine=cosine), fixed)
+    mode, fix = ("vectors", "both") if embedding == "fixed" else (embedding, None)
+    return LSTMLM(ModelConfig(vocab_size=V, emsize=D, nhid=D, dropout=0.0, embedding=mode,
+                              fix=fix, cosine=cosine), fixed)
 
 
 def trainable_bytes(model) -> int:

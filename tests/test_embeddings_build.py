@@ -9,7 +9,8 @@ import pytest
 
 from lmfix.data import load_corpus
 from lmfix.embeddings import cli as emb_cli
-from lmfix.embeddings.build import METHODS, PMIConfig, Word2VecConfig, build_embeddings
+from lmfix.embeddings.build import build_embeddings
+from lmfix.embeddings.methods import METHODS, PMIConfig, Word2VecConfig
 from lmfix.embeddings.vectors import align_to_vocab, load_embeddings
 from lmfix.errors import LmfixError
 
@@ -184,7 +185,14 @@ def test_wikitext2_pmi_and_bases_cover_the_whole_vocabulary(wikitext2):
     assert len(np.unique(had.vectors, axis=0)) == V
 
 
-def test_cli_method_list_is_the_builders():
-    """The CLI names the methods without importing the builders (scipy, gensim) at start-up."""
-    from lmfix.embeddings import cli
-    assert cli.METHODS == METHODS
+def test_cli_names_the_methods_without_loading_the_builders():
+    """The CLI imports the methods' one list (lmfix.embeddings.methods), not the builders
+    (scipy, gensim), at start-up."""
+    import subprocess
+    import sys
+    code = ("import sys, lmfix.cli; from lmfix.embeddings import cli, methods; "
+            "assert cli.METHODS is methods.METHODS; "
+            "print(sorted(m for m in ('scipy', 'gensim') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,5 @@
-"""Flag ranges (issue 12): argparse types and check_train_config share one definition."""
+"""Flag ranges (issue 12) and the settings' one definition (lmfix.config, issue 21): argparse
+types, check_config, --variants keys and the resume rule all come from TrainConfig's fields."""
 
 import argparse
 import dataclasses
@@ -6,15 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lmfix import flags
+from lmfix import config, flags
+from lmfix.config import SETTINGS, TrainConfig, check_config
+from lmfix.embeddings.methods import method_settings
 from lmfix.errors import LmfixError
-from lmfix.flags import (
-    EMBEDDING_FLAG_TYPES,
-    TRAIN_FLAG_TYPES,
-    check_train_config,
-    float_in,
-    int_in,
-)
+from lmfix.flags import EMBEDDING_FLAG_TYPES, float_in, int_in
+
+RANGES = {name: s.range for name, s in SETTINGS.items() if s.range is not None}
 
 
 def parse_error(type_, text, capsys, flag="--x"):
@@ -94,60 +93,77 @@ def test_factories_and_names():
         f("0")
     assert float_in(None, 3).allowed == "a finite number ≤ 3"
     assert float_in(None, 3, hi_open=True).allowed == "a finite number < 3"
-    for rng in list(TRAIN_FLAG_TYPES.values()) + list(EMBEDDING_FLAG_TYPES.values()):
-        assert rng.__name__.isidentifier()
+    method_ranges = [f.metadata["setting"].range for f, _ in method_settings().values()]
+    for rng in list(RANGES.values()) + list(EMBEDDING_FLAG_TYPES.values()) + method_ranges:
+        assert rng is None or rng.__name__.isidentifier()
 
 
-@dataclasses.dataclass
-class Cfg:  # the numeric fields of TrainConfig, with its defaults
-    emsize: object = None
-    nhid: object = None
-    nlayers: object = 2
-    dropout: object = 0.2
-    lr: object = 20.0
-    clip: object = 0.25
-    epochs: object = 40
-    batch_size: object = 20
-    eval_batch_size: object = 10
-    bptt: object = 35
-    seed: object = 1111
-    weight_decay: object = 0.0
-    max_train_tokens: object = None
-    max_eval_tokens: object = None
-    max_minutes: object = None
-    scale_init: object = None
-    sp_vocab_size: object = 8000
-    log_interval: object = 200
-    checkpoint_every: object = 10.0
-    learn_top: object = 0
-    delta_rank: object = 0
+def test_every_setting_has_a_flag_help_and_a_range_or_choices():
+    """One definition per setting (issue 21): a field without its flag, its help, or what it
+    allows (a range, choices, a bool, or the function that checks its free text) fails."""
+    from lmfix.cli import build_parser
+    sub = build_parser()._subparsers._group_actions[0].choices
+    train_flags = {a.dest: a for a in sub["train"]._actions}
+    run_flags = {a.dest for a in sub["run"]._actions}
+    for f in dataclasses.fields(TrainConfig):
+        s = SETTINGS.get(f.name)
+        assert s is not None, f"{f.name}: no Setting"
+        assert len(s.help) > 10, f"{f.name}: no help"
+        assert f.name in train_flags, f"{f.name}: no lmfix train flag"
+        assert s.help in train_flags[f.name].help
+        if s.in_run:  # (lmfix run's own --data and --out say where, not how to train)
+            assert f.name in run_flags, f"{f.name}: no lmfix run flag"
+        kind = config._value_type(f.name)
+        if kind in (int, float):
+            assert s.range is not None, f"{f.name}: a number without a range"
+        elif kind is str:
+            assert s.choices or s.checked_by, f"{f.name}: text with neither choices nor a check"
+        assert s.on_resume in ("change", "keep")
+        assert config.setting_error(f.name, f.default) is None, f"{f.name}: default refused"
+        if s.none_means is None:
+            assert f.default is not None
 
 
-def test_train_flag_types_cover_trainconfig_numbers():
-    from lmfix.train import TrainConfig
-    numeric = {f.name for f in dataclasses.fields(TrainConfig)
-               if f.type in ("int", "float", "int | None", "float | None")}
-    assert numeric == set(TRAIN_FLAG_TYPES) == {f.name for f in dataclasses.fields(Cfg)}
-    check_train_config(TrainConfig())  # the defaults are valid
-    check_train_config(Cfg())
+def test_a_setting_without_a_range_fails_the_check(monkeypatch):
+    """The test above catches a numeric setting added without its range."""
+    monkeypatch.setitem(SETTINGS, "bptt", dataclasses.replace(SETTINGS["bptt"], range=None))
+    with pytest.raises(AssertionError, match="a number without a range"):
+        test_every_setting_has_a_flag_help_and_a_range_or_choices()
 
 
-def test_embedding_flag_types_cover_the_cli_dests():
-    from lmfix.embeddings.cli import _METHOD_FLAGS
-    typed = {k for k in _METHOD_FLAGS if k not in ("dyn", "w_plus_c", "sg")}  # flags, choices
-    assert typed | {"dim", "seed", "k", "sp_vocab_size"} == set(EMBEDDING_FLAG_TYPES)
-    assert EMBEDDING_FLAG_TYPES["negative"]("1") == 1
+def test_variant_keys_and_the_resume_split_come_from_the_settings():
+    assert config.VARIANT_KEYS == {"emsize": "emsize", "nhid": "nhid", "embedding-norm":
+                                   "embedding_norm", "fix": "fix", "learn-top": "learn_top",
+                                   "delta-rank": "delta_rank"}
+    may_change = {n for n, s in SETTINGS.items() if s.on_resume == "change"}
+    assert may_change == {"data", "epochs", "device", "max_minutes", "tf32", "log_interval",
+                          "checkpoint_every"}
+    saved = TrainConfig(epochs=1)
+    assert config.resume_changes(saved, TrainConfig(epochs=3), "R") == {"epochs": (1, 3)}
+    with pytest.raises(LmfixError, match=r"--emsize 32 \(the run has \(default\)\); --lr 1.0 "
+                                         r"\(the run has 20.0\)"):
+        config.resume_changes(saved, TrainConfig(epochs=3, emsize=32, lr=1.0), "R")
+
+
+def test_build_method_settings_carry_their_ranges():
+    from lmfix.embeddings.cli import _METHOD_SETTINGS
+    ranges = {n: f.metadata["setting"].range for n, (f, _) in _METHOD_SETTINGS.items()}
+    assert set(ranges) == {"window", "dyn", "sub", "cds", "neg", "eig", "w_plus_c", "sg",
+                           "negative", "sample", "epochs", "workers"}
+    assert {n for n, r in ranges.items() if r is None} == {"dyn", "w_plus_c"}  # booleans
+    assert ranges["negative"]("1") == 1
     with pytest.raises(argparse.ArgumentTypeError):
-        EMBEDDING_FLAG_TYPES["negative"]("0")  # hs=0 and negative=0: gensim trains nothing
-    assert EMBEDDING_FLAG_TYPES["eig"]("-0.5") == -0.5
+        ranges["negative"]("0")  # hs=0 and negative=0: gensim trains nothing
+    assert ranges["eig"]("-0.5") == -0.5
     # gensim keeps window in a C int (--window 1e20 hung it); 10^5 workers hung it, and so did
     # --negative 1e9 (10^9 samples per word)
     for dest, top in (("window", 2**31 - 1), ("negative", 1000), ("workers", 1024)):
-        assert EMBEDDING_FLAG_TYPES[dest](str(top)) == top
+        assert ranges[dest](str(top)) == top
         with pytest.raises(argparse.ArgumentTypeError, match=f"in \\[1, {top}\\]"):
-            EMBEDDING_FLAG_TYPES[dest](str(top + 1))
+            ranges[dest](str(top + 1))
     with pytest.raises(argparse.ArgumentTypeError):
-        EMBEDDING_FLAG_TYPES["sub"]("1")
+        ranges["sub"]("1")
+    assert set(EMBEDDING_FLAG_TYPES) == {"dim", "seed", "k"}
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -166,28 +182,27 @@ def test_embedding_flag_types_cover_the_cli_dests():
     ("lr", None, "--lr: None is not a finite number in (0, 3.40282e+38]"),
     ("seed", 2**32, "--seed: 4294967296 is not an integer in [0, 4294967295]"),
 ])
-def test_check_train_config_names_flag_value_and_range(field, value, message):
+def test_check_config_names_flag_value_and_range(field, value, message):
     with pytest.raises(LmfixError) as info:
-        check_train_config(Cfg(**{field: value}))
+        check_config(TrainConfig(**{field: value}))
     assert str(info.value).startswith(message)
 
 
-def test_check_train_config_lists_every_problem_and_accepts_numpy_and_none():
+def test_check_config_lists_every_problem_and_accepts_numpy_and_none():
     with pytest.raises(LmfixError) as info:
-        check_train_config(Cfg(bptt=0, lr=0, dropout=1.0))
+        check_config(TrainConfig(bptt=0, lr=0, dropout=1.0))
     assert str(info.value) == ("--dropout: 1.0 is not a finite number in [0, 1); "
                                "--lr: 0 is not a finite number in (0, 3.40282e+38]; "
                                "--bptt: 0 is not an integer ≥ 1")
-    check_train_config(Cfg(bptt=np.int64(5), lr=np.float32(0.5), clip=0, emsize=None))
-
-    class Partial:  # attributes it lacks are not checked
-        bptt = 3
-    check_train_config(Partial())
+    check_config(TrainConfig(bptt=np.int64(5), lr=np.float32(0.5), clip=0, emsize=None))
+    with pytest.raises(LmfixError, match="--fix: 'sideways' is not one of both, input"):
+        check_config(TrainConfig(fix="sideways"))
 
 
 def test_clip_zero_means_no_clipping_and_is_documented():
-    assert flags.TRAIN_FLAG_TYPES["clip"]("0") == 0.0
-    assert "0 means NO clipping" in flags.__doc__
+    assert RANGES["clip"]("0") == 0.0
+    assert "--clip 0`` means no clipping" in flags.__doc__
+    assert "0: no clipping" in SETTINGS["clip"].help
 
 
 def test_lr_beyond_float32_is_refused_at_parse_time():
@@ -195,13 +210,12 @@ def test_lr_beyond_float32_is_refused_at_parse_time():
     failed with "value cannot be converted to type float without overflow"."""
     import argparse
     with pytest.raises(argparse.ArgumentTypeError, match="3.40282e"):
-        flags.TRAIN_FLAG_TYPES["lr"]("3.5e38")
-    assert flags.TRAIN_FLAG_TYPES["lr"]("3.4e38") == 3.4e38
+        RANGES["lr"]("3.5e38")
+    assert RANGES["lr"]("3.4e38") == 3.4e38
 
 
 def test_zero_tokens_means_no_limit():
     """`lmfix run --preset quick --max-train-tokens 0` lifts the preset's 300k cap."""
-    from lmfix.train import TrainConfig
-    assert flags.TRAIN_FLAG_TYPES["max_train_tokens"]("0") == 0
+    assert RANGES["max_train_tokens"]("0") == 0
     cfg = TrainConfig(max_train_tokens=0, max_eval_tokens=0)
     assert cfg.max_train_tokens is None and cfg.max_eval_tokens is None

@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 
 from lmfix.cli import main
 from lmfix.embeddings.vectors import load_embeddings
-from lmfix.flags import EMBEDDING_FLAG_TYPES, TRAIN_FLAG_TYPES, flag_name
+from lmfix.config import SETTINGS, flag_name
+from lmfix.embeddings.methods import method_settings
+from lmfix.flags import EMBEDDING_FLAG_TYPES
+
+NUMERIC = sorted(name for name, s in SETTINGS.items() if s.range is not None)
 
 from conftest import TINY_TRAIN
 
@@ -55,7 +59,7 @@ def _assert_clean_failure(code: int, err: str) -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-@given(flag=st.sampled_from(sorted(flag_name(f) for f in TRAIN_FLAG_TYPES)), value=values)
+@given(flag=st.sampled_from([flag_name(f) for f in NUMERIC]), value=values)
 def test_any_train_flag_value_runs_or_fails_in_one_line(corpus, tmp_path_factory, flag, value):
     out = tmp_path_factory.mktemp("run")
     args = {**BASE, flag: value}
@@ -86,7 +90,7 @@ EMB_FLAGS = {"dim": "--dim", "seed": "--seed", "window": "--window", "sub": "--s
 @given(dest=st.sampled_from(sorted(EMB_FLAGS)), value=values)
 def test_any_build_embeddings_flag_value_builds_or_fails_in_one_line(corpus, tmp_path_factory,
                                                                       dest, value):
-    assert dest in EMBEDDING_FLAG_TYPES
+    assert dest in EMBEDDING_FLAG_TYPES or dest in method_settings()
     out = tmp_path_factory.mktemp("emb") / "pmi.bin"
     args = {"--dim": "4", EMB_FLAGS[dest]: value}
     argv = ["build-embeddings", "--method", "pmi", "--data", str(corpus), "--out", str(out),

@@ -68,7 +68,9 @@ def test_each_mode_trains_with_exact_counts(mode, tiny_corpus_dir, vectors_file,
         "fix-output", "learn-top", "delta-rank") else 0)  # the scale is not the embedding's
     assert math.isfinite(s["val_ppl"]) and s["train_tokens"] > 0
     assert s["tied"] == (mode not in ("fix-input", "fix-output"))
-    assert s["fixed"] == (mode != "fix-none")
+    # one meaning of "fixed": which sides keep the given vectors
+    assert s["fixed"] == {"fix-input": "input", "fix-output": "output", "fix-none": "none"}.get(
+        mode, "both")
     assert (s["final_scale"] is None) == (mode in ("fix-input", "fix-none"))
     config = json.loads((tmp_path / mode / "config.json").read_text())
     assert config["params"] == s["params"]
@@ -169,7 +171,7 @@ def test_variant_syntax(text, name, base, settings):
 
 @pytest.mark.parametrize("text,message", [
     ("word2vec:fix", "not KEY=VALUE"), ("word2vec:fix=", "not KEY=VALUE"),
-    ("word2vec:lr=1", "not KEY=VALUE"), ("word2vec:fix=sideways", "fix must be one of"),
+    ("word2vec:lr=1", "not KEY=VALUE"), ("word2vec:fix=sideways", "fix: 'sideways' is not one of both, input"),
     ("pmi:learn-top=-5", "learn-top: -5 is not an integer ≥ 0"),
     ("pmi:learn-top=2.5", "is not an integer"), ("nonsense:fix=input", "nonsense"),
     ("pmi:fix=input:fix=output", "given twice"),

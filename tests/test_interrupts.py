@@ -1,6 +1,7 @@
 """Ctrl-C / SIGTERM anywhere in `lmfix run` or `build-embeddings`: one line saying what was
 stopped and how to go on, exit 130 / 143, nothing half-written, and a rerun continues."""
 
+import json
 import signal
 import threading
 
@@ -9,7 +10,8 @@ import pytest
 import lmfix.embeddings.build as build
 from lmfix.cli import main
 
-TINY = ["--emsize", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "8", "--quiet"]
+TINY = ["--emsize", "8", "--epochs", "1", "--batch-size", "4", "--bptt", "8", "--lr", "5",
+        "--quiet"]
 
 
 def _terminate_during(monkeypatch, module, name, sig=signal.SIGTERM):
@@ -63,6 +65,10 @@ def test_resume_accepts_the_run_directory_either_way(tiny_corpus_dir, tmp_path, 
     assert main(["train", "--data", str(tiny_corpus_dir), "--out", str(out), *TINY]) == 0
     resume = ["--resume", str(out)] if form == "positional" else ["--resume", "--out", str(out)]
     assert main(["train", *resume, "--epochs", "2", "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())  # --epochs 2 was honoured, not dropped
+    assert s["epochs"] == 2 and s["config"]["train"]["epochs"] == 2
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "epoch"] == [1, 2]
 
 
 def test_resume_with_two_different_directories_is_refused(tmp_path, capsys):

@@ -71,7 +71,7 @@ def _sigterm_when_training(run_dirs: list[Path], done: threading.Event) -> None:
     once the others are and one has already finished)."""
     deadline = time.monotonic() + 120
     while not done.is_set() and time.monotonic() < deadline:
-        states = [rundir.read_status(d).get("status") for d in run_dirs]
+        states = [rundir.RunDir(d).status().state for d in run_dirs]
         if "running" in states and set(states) <= {"running", "finished"}:
             os.kill(os.getpid(), signal.SIGTERM)
             return

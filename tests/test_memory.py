@@ -12,17 +12,17 @@ from lmfix.model import LSTMLM, ModelConfig, count_params
 
 
 def real_model(V, d, h, nlayers, mode):
-    fixed = torch.randn(V, d) if mode == "fixed" else None
-    return LSTMLM(ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode),
-                  fixed)
+    fixed = torch.randn(V, d) if mode == "vectors" else None
+    return LSTMLM(ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode,
+                              fix="both" if mode == "vectors" else None), fixed)
 
 
-@pytest.mark.parametrize("mode", ["learned", "learned-untied", "fixed"])
+@pytest.mark.parametrize("mode", ["learned", "learned-untied", "vectors"])
 @pytest.mark.parametrize("V,d,h,nlayers", [(100, 10, 10, 1), (100, 10, 7, 2), (37, 6, 11, 3)])
 def test_parameter_and_buffer_bytes_match_real_models(mode, V, d, h, nlayers):
     counts = count_params(real_model(V, d, h, nlayers, mode))
     est = estimate_train_bytes(V, d, h, nlayers, batch_size=2, bptt=3, embedding_mode=mode,
-                               optimizer="sgd")
+                               optimizer="sgd", fix="both" if mode == "vectors" else None)
     assert est["parameters"] == counts["trainable"] * 4
     assert est["fixed_buffer"] == counts["fixed"] * 4
     assert est["parameters"] + est["fixed_buffer"] == counts["total"] * 4
@@ -66,7 +66,7 @@ def test_activations_and_loss_arithmetic():
     # one chunk of logits (gradient in place) + the V×d weight gradient, saved and scaled in
     # backward + the rows×d input gradient and the rows losses
     assert est["loss"] == (chunk * V + 2 * V * d + rows * (d + 1)) * 4
-    fixed = estimate_train_bytes(V, d, h, L, B, T, "fixed", "sgd")
+    fixed = estimate_train_bytes(V, d, h, L, B, T, "vectors", "sgd", fix="both")
     assert fixed["loss"] == (chunk * V + rows * (d + 1)) * 4  # a frozen weight has no gradient
     cuda = estimate_train_bytes(V, d, h, L, B, T, "learned", "sgd", device_type="cuda")
     gpu_chunk = default_chunk_rows(rows, V, torch.float32, torch.device("cuda"))  # 64 MiB budget
@@ -98,7 +98,7 @@ def test_absurd_emsize_is_refused_naming_estimate_and_available():
     if avail is not None:
         assert f"only {format_bytes(avail)} is available on cpu" in msg
     assert "--emsize" in msg
-    tb = estimate_train_bytes(33278, 10_000_000, 1, 1, 20, 1, "fixed", "sgd")
+    tb = estimate_train_bytes(33278, 10_000_000, 1, 1, 20, 1, "vectors", "sgd", fix="both")
     with pytest.raises(LmfixError, match=r"fixed embedding 1\.3 TB.* 22\.1 GB is available on cpu"):
         check_fits(tb, "cpu", available=22_100_000_000)
 
@@ -157,10 +157,10 @@ def test_format_bytes():
 
 
 # issue 14: every split of given vectors (--fix) and the trainable parts of a fixed tied table
-SPLITS = [("learned", None, 0, 0), ("learned-untied", None, 0, 0), ("fixed", None, 0, 0),
-          ("fixed", "both", 0, 0), ("fixed", "input", 0, 0), ("fixed", "output", 0, 0),
-          ("fixed", "none", 0, 0), ("fixed", "both", 5, 0), ("fixed", "both", 0, 3),
-          ("fixed", "both", 4, 2)]
+SPLITS = [("learned", None, 0, 0), ("learned-untied", None, 0, 0),
+          ("vectors", "both", 0, 0), ("vectors", "input", 0, 0), ("vectors", "output", 0, 0),
+          ("vectors", "none", 0, 0), ("vectors", "both", 5, 0), ("vectors", "both", 0, 3),
+          ("vectors", "both", 4, 2)]
 
 
 @pytest.mark.parametrize("mode,fix,top,rank", SPLITS)
@@ -168,7 +168,7 @@ SPLITS = [("learned", None, 0, 0), ("learned-untied", None, 0, 0), ("fixed", Non
 def test_every_split_counts_exactly_as_real_models(mode, fix, top, rank, V, d, h, nlayers):
     cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode, fix=fix,
                       learn_top=top, delta_rank=rank)
-    model = LSTMLM(cfg, torch.randn(V, d) if mode == "fixed" else None,
+    model = LSTMLM(cfg, torch.randn(V, d) if mode == "vectors" else None,
                    torch.arange(top) if top else None)
     counts = count_params(model)
     assert memory.param_counts(V, d, h, nlayers, mode, fix, top, rank) == {
@@ -182,15 +182,15 @@ def test_every_split_counts_exactly_as_real_models(mode, fix, top, rank, V, d, h
 
 def test_loss_holds_a_weight_gradient_exactly_when_the_classifier_trains():
     V, d = 1000, 16
-    base = estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", fix="both")
+    base = estimate_train_bytes(V, d, d, 1, 4, 5, "vectors", "sgd", fix="both")
     for fix in ("output",):  # a bare fixed classifier: no V×d gradient
-        assert estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", fix=fix)["loss"] == \
+        assert estimate_train_bytes(V, d, d, 1, 4, 5, "vectors", "sgd", fix=fix)["loss"] == \
             base["loss"]
     for kw in ({"fix": "input"}, {"fix": "none"}):  # a learned classifier: two V×d
-        assert estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", **kw)["loss"] == \
+        assert estimate_train_bytes(V, d, d, 1, 4, 5, "vectors", "sgd", **kw)["loss"] == \
             base["loss"] + 2 * V * d * 4
     # trainable parts make the combined matrix trainable: two gradients and the matrix
-    top = estimate_train_bytes(V, d, d, 1, 4, 5, "fixed", "sgd", learn_top=10)
+    top = estimate_train_bytes(V, d, d, 1, 4, 5, "vectors", "sgd", fix="both", learn_top=10)
     assert top["loss"] == base["loss"] + 3 * V * d * 4
     with pytest.raises(LmfixError, match="fix"):
         memory.param_counts(V, d, d, 1, "learned", "input")

@@ -12,8 +12,11 @@ def lstm_params(d_in: int, h: int, layers: int) -> int:
 
 
 def make(mode: str, d=16, h=16, layers=2, **kw) -> LSTMLM:
+    """A model of ``mode``: learned, learned-untied, or fixed (given vectors, --fix both)."""
+    if mode == "fixed":
+        mode, kw = "vectors", {"fix": "both", **kw}
     cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=layers, embedding=mode, **kw)
-    fixed = torch.linalg.qr(torch.randn(V, d))[0] if mode == "fixed" else None
+    fixed = torch.linalg.qr(torch.randn(V, d))[0] if mode == "vectors" else None
     return LSTMLM(cfg, fixed)
 
 
@@ -99,13 +102,14 @@ def test_normalize_vectors():
 
 K, R = 7, 3  # learn_top rows, delta_rank
 # name -> ModelConfig settings; every combination with given vectors
-SPLITS = {"both": {}, "input": {"fix": "input"}, "output": {"fix": "output"},
-          "none": {"fix": "none"}, "top": {"learn_top": K}, "delta": {"delta_rank": R},
-          "top+delta": {"learn_top": K, "delta_rank": R}}
+SPLITS = {"both": {"fix": "both"}, "input": {"fix": "input"}, "output": {"fix": "output"},
+          "none": {"fix": "none"}, "top": {"fix": "both", "learn_top": K},
+          "delta": {"fix": "both", "delta_rank": R},
+          "top+delta": {"fix": "both", "learn_top": K, "delta_rank": R}}
 
 
 def make_split(name: str, d=16, h=16, **kw) -> LSTMLM:
-    cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, embedding="fixed", **SPLITS[name], **kw)
+    cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, embedding="vectors", **SPLITS[name], **kw)
     top = torch.arange(V - 1, V - 1 - cfg.learn_top, -1) if cfg.learn_top else None
     return LSTMLM(cfg, torch.linalg.qr(torch.randn(V, d))[0], top)
 
@@ -219,8 +223,11 @@ def test_bad_split_combinations_are_refused():
     with pytest.raises(ValueError, match="fixed tied"):
         make_split("input", learn_top=2)
     with pytest.raises(ValueError, match="top_ids"):
-        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="fixed"),
+        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors", fix="both"),
                torch.randn(V, 8), torch.arange(2))
+    with pytest.raises(ValueError, match="fix"):  # given vectors need their side said
+        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors"),
+               torch.randn(V, 8))
 
 
 def test_a_checkpoint_rebuilds_into_a_placeholder_model():
@@ -230,8 +237,8 @@ def test_a_checkpoint_rebuilds_into_a_placeholder_model():
     with torch.no_grad():
         m.top_rows.weight.add_(1.0)
         m.delta.A.normal_()
-    cfg = ModelConfig(vocab_size=V, emsize=16, nhid=16, embedding="fixed", learn_top=K,
-                      delta_rank=R)
+    cfg = ModelConfig(vocab_size=V, emsize=16, nhid=16, embedding="vectors", fix="both",
+                      learn_top=K, delta_rank=R)
     back = LSTMLM(cfg, torch.zeros(V, 16))
     back.load_state_dict(m.state_dict())
     ids = torch.randint(0, V, (6, 2))

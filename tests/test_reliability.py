@@ -136,22 +136,24 @@ def test_resume_with_a_checkpoint_from_another_model_is_refused(tiny_corpus_dir,
 def test_a_signal_during_validation_stops_promptly_and_resumes_exactly(tiny_corpus_dir, tmp_path,
                                                                         monkeypatch):
     """The stop flag is polled per validation chunk too; resuming re-runs just the validation."""
-    import contextlib
-
-    from lmfix import rundir
+    from lmfix import train as train_module
     from lmfix.data import load_corpus
+    from lmfix.errors import Interrupted
     from lmfix.train import TrainConfig, train
     kw = dict(data=str(tiny_corpus_dir), emsize=16, batch_size=4, bptt=8, epochs=2, lr=5.0)
     ref = train(TrainConfig(out=str(tmp_path / "ref"), **kw), progress=False)
     nbatches = len(range(0, load_corpus(str(tiny_corpus_dir)).train.numel() // 4 - 1, 8))
     calls = []
 
-    @contextlib.contextmanager
-    def fake_signals():  # "SIGTERM" arrives at the 2nd validation chunk of epoch 1
-        yield lambda: calls.append(1) or ("SIGTERM" if len(calls) > nbatches + 1 else None)
-    monkeypatch.setattr(rundir, "stop_signals", fake_signals)
+    class FakeFlag:  # "SIGTERM" arrives at the 2nd validation chunk of epoch 1
+        def __enter__(self):
+            return lambda: calls.append(1) or ("SIGTERM" if len(calls) > nbatches + 1 else None)
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(train_module, "Flag", FakeFlag)
     out = tmp_path / "run"
-    with pytest.raises(LmfixError, match="SIGTERM"):
+    with pytest.raises(Interrupted, match="SIGTERM"):
         train(TrainConfig(out=str(out), **kw), progress=False)
     st = load_checkpoint(out / "checkpoint.pt")["state"]
     assert st["phase"] == "validate" and st["epoch"] == 1 and st["batch"] == nbatches
@@ -217,7 +219,7 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 def test_resume_ignores_paths_in_config_that_point_elsewhere(tiny_corpus_dir, tmp_path):
     """A run directory's config.json cannot send a resumed run's writes outside it."""
-    from lmfix.train import TrainConfig, train
+    from lmfix.train import TrainConfig, resume, train
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     cfg = TrainConfig(data=str(tiny_corpus_dir), out=str(run), emsize=8, epochs=1, batch_size=4,
                       bptt=8)
@@ -225,5 +227,5 @@ def test_resume_ignores_paths_in_config_that_point_elsewhere(tiny_corpus_dir, tm
     conf = json.loads((run / "config.json").read_text())
     conf["train"]["out"], conf["train"]["epochs"] = str(elsewhere), 2
     (run / "config.json").write_text(json.dumps(conf))
-    s = train(TrainConfig(out=str(run)), resume=True, progress=False)
+    s = resume(run, progress=False)
     assert s["epochs"] == 2 and not elsewhere.exists()

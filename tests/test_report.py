@@ -13,7 +13,9 @@ import pytest
 
 from lmfix.errors import LmfixError
 from lmfix.report import collect_runs, read_metrics, write_report
-from lmfix.report_render import COLUMNS, TABLE, fmt_duration
+from lmfix.report_render import TABLE, fmt_duration
+
+COLUMNS = [c.name for c in TABLE]
 
 V, D, H = 33278, 200, 200
 LSTM = 2 * 4 * (H * (D + H) + 2 * H)  # two LSTM layers, two bias vectors each
@@ -32,7 +34,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def summary(name, embedding, source, tied, fixed, trainable, fixed_n, val, test, epochs, **kw):
     s = {
         "name": name, "embedding": embedding, "embedding_source": source, "tied": tied,
-        "fixed": fixed, "emsize": D, "nhid": H, "nlayers": 2, "vocab_size": V,
+        "fixed": "both" if fixed else "none", "emsize": D, "nhid": H, "nlayers": 2,
+        "vocab_size": V, "tokenizer": {"kind": "word"}, "seed": 1111,
         "params": {"trainable": trainable, "fixed": fixed_n, "total": trainable + fixed_n,
                    "embedding_trainable": 0 if fixed else EMB, "embedding_fixed": fixed_n},
         "val_loss": math.log(val), "val_ppl": val, "test_loss": math.log(test), "test_ppl": test,
@@ -122,7 +125,7 @@ def test_table_values(report):
     for name, (_, src, tied, fixed, tr, fx, val, test, ep) in RUNS.items():
         r = rows[name]
         assert r[1] == src
-        assert r[2] == ("yes" if tied else "no") and r[3] == ("yes" if fixed else "no")
+        assert r[2] == ("yes" if tied else "no") and r[3] == ("both" if fixed else "none")
         assert r[4] == "200" and r[5] == "word"
         assert r[6] == f"{tr:,}" and r[7] == f"{fx:,}" and r[8] == f"{tr + fx:,}"
         assert r[9] == f"{100 * tr / base:.1f}%"
@@ -226,13 +229,13 @@ class _Cells(HTMLParser):
 
 def test_column_alignment_follows_definition(report):
     _, out, _ = report
-    assert COLUMNS == [c.name for c in TABLE]
     assert {c.name for c in TABLE if c.numeric} == NUMERIC
     md = (out / "report.md").read_text().splitlines()
     align = md[md.index("| " + " | ".join(COLUMNS) + " |") + 1].strip("|").split("|")
     assert align == ["---:" if c in NUMERIC else ":---" for c in COLUMNS]
     cells = _Cells()
-    cells.feed((out / "index.html").read_text())
+    page = (out / "index.html").read_text()
+    cells.feed(page[: page.index("</table>")])  # the runs' table (the Pareto front's follows)
     assert len(cells.tds) == len(RUNS) * len(COLUMNS)
     for i, cls in enumerate(cells.tds):
         name = COLUMNS[i % len(COLUMNS)]
@@ -302,7 +305,7 @@ def test_bad_inputs(tmp_path):
 
     bad = make_run(tmp_path, "bad", summ=None)
     (bad / "summary.json").write_text('{"name": "bad", ')
-    with pytest.raises(LmfixError, match="summary.json"):
+    with pytest.raises(LmfixError, match=r"no finished runs.*bad.*summary.json"):
         write_report([bad], tmp_path / "out")
     s = summary("bad", "learned", "learned", True, False, 1, 0, 1.0, 1.0, 1)
     del s["params"]["trainable"]
@@ -331,3 +334,26 @@ def test_cli_style_error_is_one_line(tmp_path):
         write_report([tmp_path / "nope"], tmp_path / "out")
     assert str(tmp_path / "nope") in str(e.value) and "\n" not in str(e.value)
     assert re.search(r"no such directory$", str(e.value))
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("val_ppl", -5, "'val_ppl' should be a perplexity"),
+    ("test_ppl", float("nan"), "'test_ppl' should be a perplexity"),
+    ("val_ppl", 0.5, "'val_ppl' should be a perplexity"),
+    ("fixed", True, "'fixed' should be both, input, output or none"),
+])
+def test_impossible_values_and_half_written_summaries_do_not_stop_the_report(
+        tmp_path, field, value, why):
+    """A summary with "val_ppl": -5 was shown as a normal row; one half-written summary made
+    the whole report refuse (issue 22). Now that run alone is listed as not complete."""
+    good = make_fixture(tmp_path / "r")
+    odd = summary("odd", "learned", "learned", True, False, 1000, 0, 50.0, 60.0, 1)
+    odd[field] = value
+    d = make_run(tmp_path / "r", "odd", summ=odd)
+    half = make_run(tmp_path / "r", "half", summ=None)
+    (half / "summary.json").write_text('{"name": "half", "val_')
+    results = write_report(good + [d, half], tmp_path / "out")
+    assert {r["name"] for r in results["runs"]} == set(RUNS)
+    pending = {p["name"]: p for p in results["not_complete"]}
+    assert why in pending["odd"]["error"] and "half" in pending
+    assert "not a readable JSON file" in pending["half"]["error"]

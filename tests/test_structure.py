@@ -124,21 +124,119 @@ def test_run_does_not_import_report():
 
 
 def test_training_loop_stays_readable():
-    """No function in train.py over ~60 lines, and the training state is one dataclass that
-    a checkpoint stores as it is (issue 11)."""
+    """train.py holds the loop a reader of the PyTorch example recognizes: no function over ~60
+    lines, and train_one_epoch makes the example's calls in the example's order (batch,
+    zero_grad, forward, loss, backward, clip, step); the rest lives beside it (issue 21)."""
     import dataclasses
 
-    from lmfix import train
+    from lmfix import train_state
     tree = ast.parse((PACKAGE / "train.py").read_text())
-    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(tree)
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and n.end_lineno - n.lineno + 1 > 60]
+    funcs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in funcs.values()
+            if n.end_lineno - n.lineno + 1 > 60]
     assert not long, f"functions over 60 lines in train.py: {', '.join(long)}"
-    assert dataclasses.is_dataclass(train.TrainState) and callable(train.train_one_epoch)
+    assert dataclasses.is_dataclass(train_state.TrainState)
+    assert call_order(funcs["train_one_epoch"]) == EXAMPLE_STEP, call_order(
+        funcs["train_one_epoch"])
+
+
+EXAMPLE_STEP = ["get_batch", "zero_grad", "net", "loss", "backward", "clip_grad_norm_", "step"]
+
+
+def call_order(func: ast.FunctionDef) -> list[str]:
+    """The example's step calls in ``func``'s loop body, in source order."""
+    loop = next(n for n in ast.walk(func) if isinstance(n, ast.For))
+    names = []
+    for node in ast.walk(ast.Module(body=loop.body, type_ignores=[])):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in EXAMPLE_STEP:
+                names.append((node.lineno, node.col_offset, name))
+    return [n for *_, n in sorted(names)]
+
+
+def test_call_order_sees_a_step_out_of_place():
+    """The check above fails on a loop that steps before it backpropagates."""
+    bad = ast.parse("def f(run):\n    for b in x:\n        x, y = get_batch(d)\n"
+                    "        run.opt.zero_grad()\n        out = run.net(x)\n"
+                    "        loss = m.loss(out)\n        run.opt.step()\n"
+                    "        loss.backward()\n        clip_grad_norm_(p)\n").body[0]
+    assert call_order(bad) != EXAMPLE_STEP
+
+
+# --- one owner per concept ----------------------------------------------------------------
+
+
+def tokenizer_decisions(path: Path) -> list[str]:
+    """Places in ``path`` that decide between word-level and SentencePiece tokens: an
+    isinstance check against a tokenizer class, or a comparison involving a tokenizer kind
+    ("word", "sentencepiece") or a ``.kind`` attribute."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    kinds = {"word", "sentencepiece"}
+    classes = {"WordTokenizer", "SentencePieceTokenizer"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+            names = {getattr(n, "id", getattr(n, "attr", "")) for n in ast.walk(node)}
+            if names & classes:
+                found.append(f"{path.name}:{node.lineno} isinstance")
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+            if any(isinstance(p, ast.Constant) and p.value in kinds for p in parts) or \
+                    any(isinstance(p, ast.Attribute) and p.attr == "kind"
+                        and "tok" in ast.unparse(p.value) for p in parts):
+                found.append(f"{path.name}:{node.lineno} comparison")
+    return found
 
 
 def test_one_module_owns_the_word_or_subword_decision():
-    """Only lmfix/tokenizer.py decides between word and SentencePiece tokens."""
-    offenders = [p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")
-                 if p.name != "tokenizer.py" and 'get("kind", "word")' in p.read_text()]
+    """Only lmfix/tokenizer.py decides between word and SentencePiece tokens (issue 21)."""
+    offenders = [hit for p in sorted(PACKAGE.rglob("*.py")) if p.name != "tokenizer.py"
+                 for hit in tokenizer_decisions(p)]
     assert not offenders, offenders
+    assert len(tokenizer_decisions(PACKAGE / "tokenizer.py")) >= 3  # the decisions are there
+
+
+def test_the_decision_detector_finds_each_spelling(tmp_path):
+    f = tmp_path / "m.py"
+    for code in ("isinstance(tok, WordTokenizer)", "isinstance(t, tokenizer.SentencePieceTokenizer)",
+                 "tok.kind == 'word'", "'sentencepiece' != x", "a.tokenizer.kind in ('x',)",
+                 "identity.get('kind') == 'word'"):
+        f.write_text(f"if {code}:\n    pass\n")
+        assert tokenizer_decisions(f), code
+    f.write_text("if tok.tokens_are_words or a.dtype.kind in 'fiu':\n    pass\n"
+                 "x = {'kind': 'word'}\n")
+    assert not tokenizer_decisions(f)
+
+
+def test_status_json_has_one_reader_and_writer(tmp_path):
+    """Only lmfix/rundir.py (RunDir) names a run's status.json as a path to read or write,
+    and only it holds the status transitions (issue 21)."""
+    def paths(p: Path) -> list[str]:  # the file name as a string of its own (not a message)
+        return [f"{p.name}:{n.lineno}" for n in ast.walk(ast.parse(p.read_text()))
+                if isinstance(n, ast.Constant) and n.value == "status.json"]
+    offenders = [hit for p in PACKAGE.rglob("*.py") if p.name != "rundir.py" for hit in paths(p)]
+    assert not offenders, offenders
+    assert len(paths(PACKAGE / "rundir.py")) == 1  # STATUS = "status.json"
+    planted = tmp_path / "planted.py"  # the check sees a second reader
+    planted.write_text("import json\nx = json.load(open(d / 'status.json'))\n")
+    assert paths(planted)
+
+
+def test_inference_imports_the_model_not_training():
+    """lmfix.load (inference) uses the model and the scoring, never the training code, as
+    nanoGPT's sample.py imports only the model (issue 21)."""
+    graph = import_graph()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), {}):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+    assert not {"lmfix.train", "lmfix.train_state", "lmfix.run"} & reach("lmfix.inference")
+    assert "lmfix.evaluation" in graph["lmfix.train"] and "lmfix.evaluation" in graph[
+        "lmfix.inference"]

@@ -101,17 +101,47 @@ def test_existing_run_is_not_overwritten(tiny_corpus_dir, tmp_path):
     train(cfg, progress=False, force=True)
 
 
-def test_resume_after_finish_is_a_no_op_and_resume_continues(tiny_corpus_dir, tmp_path):
-    """Training 1 epoch, then resuming with epochs=2 equals training 2 epochs at once."""
+def test_resume_with_more_epochs_trains_them_and_a_finished_resume_is_a_no_op(tiny_corpus_dir,
+                                                                            tmp_path, capsys):
+    """`--resume RUN --epochs 2` after 1 epoch trains epoch 2 (it was silently dropped, the
+    saved config winning: issue 21), bit for bit as 2 epochs at once; config.json records it.
+    Resuming the finished run again changes nothing: same summary, no new records."""
     a = train(run_cfg(tiny_corpus_dir, tmp_path / "a", epochs=2), progress=False)
-    cfg_b = run_cfg(tiny_corpus_dir, tmp_path / "b", epochs=1)
-    train(cfg_b, progress=False)
-    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
-    cfg["train"]["epochs"] = 2
-    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg))
-    b = train(cfg_b, resume=True, progress=False)
-    assert b["epochs"] == 2
+    b_dir = tmp_path / "b"
+    train(run_cfg(tiny_corpus_dir, b_dir, epochs=1), progress=False)
+    assert main(["train", "--resume", str(b_dir), "--epochs", "2", "--quiet"]) == 0
+    b = json.loads((b_dir / "summary.json").read_text())
+    assert b["epochs"] == 2 and b["config"]["train"]["epochs"] == 2
     assert b["val_loss"] == a["val_loss"] and b["test_loss"] == a["test_loss"]
+    epochs = [json.loads(l)["epoch"] for l in (b_dir / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["kind"] == "epoch"]
+    assert epochs == [1, 2]
+    resumed = json.loads((b_dir / "config.json").read_text())["resumed"]
+    assert [r["changes"] for r in resumed] == [{"epochs": {"from": 1, "to": 2}}]
+    files = {p.name: p.stat().st_mtime_ns for p in b_dir.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(b_dir), "--quiet"]) == 0  # finished: nothing to do
+    assert "valid ppl" in capsys.readouterr().out
+    skip = ("config.json", ".lock")  # the resume is recorded; the lock names its holder
+    assert {p.name: p.stat().st_mtime_ns for p in b_dir.iterdir() if p.name not in skip} \
+        == {k: v for k, v in files.items() if k not in skip}
+    assert len(json.loads((b_dir / "config.json").read_text())["resumed"]) == 2
+
+
+def test_resume_refuses_a_changed_model_by_name(tiny_corpus_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    train(run_cfg(tiny_corpus_dir, out, epochs=1), progress=False)
+    before = (out / "config.json").read_text()
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--lr", "1", "--emsize", "32",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--emsize 32 (the run has 16)" in err
+    assert "--lr 1.0 (the run has 5.0)" in err and "--epochs" not in err
+    assert (out / "config.json").read_text() == before  # nothing recorded, nothing trained
+    from lmfix.train import resume
+    train(run_cfg(tiny_corpus_dir, tmp_path / "c", epochs=2), progress=False)
+    with pytest.raises(LmfixError, match="already trained 2 epochs"):
+        resume(tmp_path / "c", epochs=1, progress=False)
 
 
 def cli(*args) -> int:

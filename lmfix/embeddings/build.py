@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import numpy as np
@@ -30,56 +30,9 @@ from ..errors import LmfixError
 from ..memory import check_vectors_fit
 from ..provenance import versions
 from . import bases, pmi
+from .methods import PMIConfig, Word2VecConfig, make_config
 from .vectors import Embeddings, coverage, save_embeddings
 from .word2vec import default_workers, train_word2vec
-
-
-@dataclass(frozen=True)
-class PMIConfig:
-    """Shifted-PPMI + SVD settings, named as in hyperwords (see :mod:`lmfix.embeddings.pmi`)."""
-
-    window: int = 5  # symmetric context window
-    dyn: bool = True  # distance-weighted window: weight (window − dist + 1) / window
-    sub: float = 0.0  # subsampling threshold (0 = off)
-    cds: float = 0.75  # context distribution smoothing α
-    neg: float = 1.0  # shift k: PPMI = max(PMI − log k, 0)
-    eig: float = 0.5  # word vectors U·Σ^eig
-    w_plus_c: bool = False  # add context vectors V·Σ^eig
-
-
-@dataclass(frozen=True)
-class Word2VecConfig:
-    """gensim Word2Vec settings (gensim's defaults except min_count = 1)."""
-
-    sg: int = 0  # 0 = CBOW, 1 = skip-gram
-    window: int = 5
-    negative: int = 5
-    sample: float = 1e-3
-    epochs: int = 5
-    workers: int | None = None  # None: min(4, CPUs); 1 for reproducible runs
-
-
-@dataclass(frozen=True)
-class BasisConfig:
-    """Random orthogonal and Hadamard bases have no settings besides dim and seed."""
-
-
-CONFIGS = {"word2vec": Word2VecConfig, "pmi": PMIConfig,
-           "random-orthogonal": BasisConfig, "hadamard": BasisConfig}
-METHODS = tuple(CONFIGS)
-
-
-def make_config(method: str, params: dict):
-    """The method's settings dataclass from ``params`` (missing keys keep their defaults)."""
-    if method not in CONFIGS:
-        raise LmfixError(f"unknown embedding method {method!r}: choose one of {', '.join(METHODS)}")
-    cls = CONFIGS[method]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise LmfixError(f"{method} has no setting {', '.join(unknown)}; its settings are: "
-                         f"{', '.join(sorted(known)) or '(none)'}")
-    return cls(**params)
 
 
 def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, seed: int = 0,

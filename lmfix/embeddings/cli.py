@@ -14,30 +14,41 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..data import DATA_HELP, load_corpus
+from ..config import add_train_flags, help_text
+from ..data import load_corpus
 from ..errors import LmfixError
 from ..flags import EMBEDDING_FLAG_TYPES as TYPES
-from ..tokenizer import TokenizerConfig, add_tokenizer_flags
+from ..tokenizer import TokenizerConfig
+from .methods import METHODS, method_settings
 from .vectors import load_embeddings, nearest_neighbors, save_format
 
-METHODS = ("word2vec", "pmi", "random-orthogonal", "hadamard")  # = build.METHODS (a test checks)
+# Method flags, from the settings' one definition (lmfix.embeddings.methods): name -> (the
+# dataclass field, the methods it applies to).
+_METHOD_SETTINGS = method_settings()
+_GROUPS = {("word2vec", "pmi"): "pmi and word2vec", ("pmi",): "pmi (hyperwords names)",
+           ("word2vec",): "word2vec (gensim names)"}
 
 
-# Method flags: dest → (flag, methods it applies to). Defaults live in the config dataclasses.
-_METHOD_FLAGS = {
-    "window": ("--window", ("pmi", "word2vec")),
-    "dyn": ("--dyn/--no-dyn", ("pmi",)),
-    "sub": ("--sub", ("pmi",)),
-    "cds": ("--cds", ("pmi",)),
-    "neg": ("--neg", ("pmi",)),
-    "eig": ("--eig", ("pmi",)),
-    "w_plus_c": ("--w-plus-c", ("pmi",)),
-    "sg": ("--sg", ("word2vec",)),
-    "negative": ("--negative", ("word2vec",)),
-    "sample": ("--sample", ("word2vec",)),
-    "epochs": ("--epochs", ("word2vec",)),
-    "workers": ("--workers", ("word2vec",)),
-}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_method_flags(p: argparse.ArgumentParser) -> None:
+    for methods, title in _GROUPS.items():
+        g = p.add_argument_group(title)
+        for name, (f, has) in _METHOD_SETTINGS.items():
+            if tuple(sorted(has, reverse=True)) != methods:
+                continue
+            s = f.metadata["setting"]
+            shown = s.none_means if f.default is None else (
+                ("on" if f.default else "off") if isinstance(f.default, bool) else f.default)
+            allowed = f"; {s.range.allowed}" if s.range is not None else ""
+            kw = dict(dest=name, default=None, help=f"{s.help} (default: {shown}{allowed})")
+            if isinstance(f.default, bool):
+                kw["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+            else:
+                kw["type"] = s.range
+            g.add_argument(_flag(name), **kw)
 
 
 def register(subparsers) -> None:
@@ -51,7 +62,7 @@ def register(subparsers) -> None:
                    help="word2vec (gensim CBOW/skip-gram), pmi (shifted PPMI + truncated SVD, "
                         "Levy & Goldberg 2014), random-orthogonal or hadamard (data-free bases)")
     p.add_argument("--dim", type=TYPES["dim"], required=True, help="vector dimension d")
-    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--data", default=None, help=help_text("data"))
     p.add_argument("--out", required=True,
                    help="output file: .bin is word2vec binary, anything else word2vec text "
                         "(unless --format says otherwise); FILE.json gets the metadata")
@@ -61,38 +72,8 @@ def register(subparsers) -> None:
                    help="random seed: SVD start vector, subsampling, word2vec init, bases "
                         "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_tokenizer_flags(p)
-
-    g = p.add_argument_group("pmi and word2vec")
-    g.add_argument("--window", type=TYPES["window"], default=None,
-                   help="context window on each side (default 5)")
-    g = p.add_argument_group("pmi (hyperwords names)")
-    g.add_argument("--dyn", action=argparse.BooleanOptionalAction, default=None,
-                   help="weight contexts by distance, (window - dist + 1) / window, the expected "
-                        "weight of word2vec's dynamic window (default on)")
-    g.add_argument("--sub", type=TYPES["sub"], default=None,
-                   help="subsampling threshold t: drop tokens of words with frequency f > t with "
-                        "probability 1 - sqrt(t/f) (default 0: off)")
-    g.add_argument("--cds", type=TYPES["cds"], default=None,
-                   help="context distribution smoothing: context counts raised to this power "
-                        "(default 0.75)")
-    g.add_argument("--neg", type=TYPES["neg"], default=None,
-                   help="PMI shift k: PPMI = max(PMI - log k, 0) (default 1: plain PPMI)")
-    g.add_argument("--eig", type=TYPES["eig"], default=None,
-                   help="eigenvalue weighting p: vectors U * S^p (default 0.5; 0 = U alone)")
-    g.add_argument("--w-plus-c", action="store_true", default=None,
-                   help="add the context vectors V * S^p to the word vectors (default off)")
-    g = p.add_argument_group("word2vec (gensim names)")
-    g.add_argument("--sg", type=int, choices=(0, 1), default=None,
-                   help="0 = CBOW, 1 = skip-gram (default 0)")
-    g.add_argument("--negative", type=TYPES["negative"], default=None,
-                   help="negative samples per positive example, 1 to 1000 (default 5)")
-    g.add_argument("--sample", type=TYPES["sample"], default=None,
-                   help="down-sampling threshold for frequent words (default 1e-3; 0 = off)")
-    g.add_argument("--epochs", type=TYPES["epochs"], default=None,
-                   help="passes over the corpus (default 5)")
-    g.add_argument("--workers", type=TYPES["workers"], default=None,
-                   help="training threads (default min(4, CPUs); 1 makes runs reproducible)")
+    add_train_flags(p, only=("tokenizer", "sp_model_type", "sp_vocab_size"))
+    _add_method_flags(p)
     p.set_defaults(func=_cmd_build_embeddings)
 
     p = subparsers.add_parser(
@@ -121,9 +102,10 @@ def register(subparsers) -> None:
 
 
 def _cmd_build_embeddings(args: argparse.Namespace) -> None:
-    params = {dest: getattr(args, dest) for dest in _METHOD_FLAGS if getattr(args, dest) is not None}
+    params = {name: getattr(args, name) for name in _METHOD_SETTINGS
+              if getattr(args, name) is not None}
     build_command(args.method, args.dim, args.data, args.out, args.format, args.seed, params,
-                  progress=not args.quiet, tokenizer=TokenizerConfig.from_flags(args))
+                  progress=not args.quiet, tokenizer=TokenizerConfig.from_settings(args))
 
 
 def _cmd_neighbors(args: argparse.Namespace) -> None:
@@ -139,9 +121,9 @@ def build_command(method: str, dim: int, data: str | None, out: str, fmt: str | 
                   params: dict, progress: bool = True, tokenizer: TokenizerConfig | None = None):
     """Load the corpus, build, save, and print what was built. Returns the Embeddings."""
     from .build import build_and_save  # scipy and gensim load only for this command
-    misplaced = [_METHOD_FLAGS[k][0] for k in params if method not in _METHOD_FLAGS[k][1]]
+    misplaced = [_flag(k) for k in params if method not in _METHOD_SETTINGS[k][1]]
     if misplaced:
-        own = [flag for flag, methods in _METHOD_FLAGS.values() if method in methods]
+        own = [_flag(k) for k, (_, methods) in _METHOD_SETTINGS.items() if method in methods]
         raise LmfixError(f"{', '.join(misplaced)} do(es) not apply to --method {method}; "
                          f"its flags: {', '.join(own) or '(none)'}")
     if dim < 1:
