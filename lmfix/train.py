@@ -295,7 +295,7 @@ def end_epoch(run: Run) -> None:
         if run.main:
             save_checkpoint(run.out / BEST, {"model": model.state_dict()})
     else:
-        state.lr /= 4.0
+        state.lr /= run.cfg.lr_decay
         for g in run.opt.param_groups:
             g["lr"] = state.lr
     state.next_epoch(time.perf_counter() - run.started)

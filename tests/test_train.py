@@ -211,3 +211,14 @@ def test_max_minutes_stops_training_then_validates_and_tests(tiny_corpus_dir, tm
     assert len(epochs) == 1 and epochs[0]["partial"] is True
     assert s["epochs"] == 1 and math.isfinite(s["test_ppl"])
     assert s["train_tokens"] > 0 and s["tokens_per_s"] > 0  # at least one step always runs
+
+
+@pytest.mark.parametrize("decay", [1.0, 2.0])
+def test_lr_decay_divides_the_lr_on_a_plateau(tiny_corpus_dir, tmp_path, decay):
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "r", epochs=4, lr=20.0, lr_decay=decay),
+              progress=False)
+    lrs = [json.loads(l)["lr"] for l in (tmp_path / "r" / "metrics.jsonl").read_text()
+           .splitlines() if json.loads(l)["kind"] == "epoch"]
+    assert all(b in (a, a / decay) for a, b in zip(lrs, lrs[1:])) and s["epochs"] == 4
+    if decay == 1.0:
+        assert set(lrs) == {20.0}
