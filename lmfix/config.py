@@ -110,7 +110,8 @@ class TrainConfig:
     optimizer: str = setting("sgd", "sgd is the example's plain update", choices=OPTIMIZERS)
     weight_decay: float = setting(0.0, "weight decay", range=flags.nonneg_f32)
     lr_decay: float = setting(4.0, "divide the lr by this whenever validation loss does not "
-                              "improve (1: never)", range=flags.float_in(1, flags.F32_MAX, name="lr_decay"))
+                              "improve (1: never)",
+                              range=flags.float_in(1, flags.F32_MAX, name="lr_decay"))
     max_train_tokens: int | None = setting(
         None, "train on the first N tokens of the training split only (0: all, which lifts "
         "a preset's cap)", range=flags.nonneg_int, group="budget", none_means="all")
