@@ -204,9 +204,11 @@ def help_text(name: str, preset: bool = False) -> str:
         shown = s.none_means
     else:
         shown = flags.format_number(default) if isinstance(default, (int, float)) else default
-    allowed = f"; {s.range.allowed}" if s.range is not None else ""
+    notes = [s.range.allowed] if s.range is not None else []
+    notes += ["may change on --resume"] if s.on_resume == "change" else []
+    notes += ["a --variants key"] if s.variant else []
     where = "the preset's, else " if preset else ""
-    return f"{s.help} (default: {where}{shown}{allowed})"
+    return f"{s.help} (default: {where}{shown}{''.join('; ' + n for n in notes)})"
 
 
 def add_train_flags(parser: argparse.ArgumentParser, for_run: bool = False,

@@ -382,6 +382,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
 
     notes = [f"{r['label']}: skipped {r['skipped_lines']} unreadable line(s) in metrics.jsonl "
              "(e.g. truncated by a crash mid-write)" for r in runs if r["skipped_lines"]]
+    notes += [f"{r['label']}: {w}" for r in done for w in r["summary"].get("warnings") or []]
     if base is None:
         notes.append(f"no finished baseline run (embedding `{baseline}`): "
                      "% of baseline is not available")

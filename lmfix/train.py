@@ -131,8 +131,7 @@ def train(cfg: TrainConfig, command: str = "", corpus: Corpus | None = None,
                 summary = out.read_summary()
             else:
                 with Flag() as run.stop_flag:
-                    _fit_or_mark(run, progress and d.is_main)
-                summary = _finish(run)
+                    summary = _fit_and_finish(run, progress and d.is_main)
         ok = True
         return summary
     finally:
@@ -214,12 +213,14 @@ def _unk_warnings(corpus: Corpus) -> list[str]:
                                             corpus.split(s).numel(), f"the {s} split"))]
 
 
-def _fit_or_mark(run: Run, progress: bool) -> None:
-    """:func:`fit`, with the run directory's status telling how it ended."""
+def _fit_and_finish(run: Run, progress: bool) -> dict:
+    """:func:`fit` then :func:`_finish`, with the run directory's status telling how it ended
+    (a run that cannot be finished, such as a diverged one, is failed, not left running)."""
     if run.main:
         run.out.mark_running()
     try:
         fit(run, progress)
+        return _finish(run)
     except Stopped as stop:
         checkpoint(run)
         why = f"stopped by {stop.args[0]} in epoch {run.state.epoch}"
