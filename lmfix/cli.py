@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.runs[0])
-    write_report([Path(r) for r in args.runs], out)
+    write_report([Path(r) for r in args.runs], out, baseline=args.baseline)
     print(f"report written to {out}/report.md and {out}/index.html")
 
 
@@ -65,10 +65,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     try:
         run_dirs = run(args.preset, Path(args.out), args.data, variants, overrides,
                        force=args.force, progress=not args.quiet, command=args.command,
-                       jobs=args.jobs, seeds=seeds)
+                       jobs=args.jobs, seeds=seeds, baseline=args.baseline)
     except VariantsFailed as e:  # --jobs: the others finished; report them, then exit 2
         run_dirs, failed = e.run_dirs, e
-    write_report(run_dirs, Path(args.out))
+    write_report(run_dirs, Path(args.out), baseline=args.baseline)
     print(f"report: {args.out}/report.md and {args.out}/index.html")
     if failed is not None:
         raise failed
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quick", help="output directory (default %(default)s)")
     p.add_argument("--variants", default=None, help=VARIANTS_HELP)
     p.add_argument("--seeds", default=None, metavar="K|S1,S2,...", help=SEEDS_HELP)
+    p.add_argument("--baseline", default=None, metavar="VARIANT", help=BASELINE_HELP)
     p.add_argument("--force", action="store_true", help="redo embeddings and runs already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=positive_int, default=1,
@@ -131,9 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Summarize finished run directories (or directories of runs).")
     p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
     p.add_argument("--out", default=None, help="where to write the report (default: first RUN)")
+    p.add_argument("--baseline", default=None, metavar="VARIANT", help=BASELINE_HELP)
     p.set_defaults(func=cmd_report)
     return parser
 
+
+BASELINE_HELP = ("the variant every other is compared with (difference of mean perplexities, "
+                 "95%% CI, Welch's t-test over seeds); an error if no variant has that name "
+                 "(default: learned, the learned tied embedding, when there is one)")
 
 # What an interrupted command leaves, and how to go on (training says it itself).
 _CONTINUE = {

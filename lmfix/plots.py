@@ -80,8 +80,9 @@ def _readable_log_y(ax, values: list[float]) -> None:
 def plot_val_ppl(series: list[dict], path: Path) -> None:
     """Validation perplexity per epoch, every variant on one log axis.
 
-    ``series``: dicts with ``label``, ``index`` (colour), ``epochs`` and ``val_ppl`` lists.
-    Every point gets a marker so that a one-epoch run still shows up (a line needs two).
+    ``series``: dicts with ``label``, ``index`` (colour), ``epochs`` and ``val_ppl`` lists,
+    and optionally ``lo``/``hi`` (the range over seeds: a band, or an error bar at a single
+    epoch). Every point gets a marker so that a one-epoch run still shows up (a line needs two).
     """
     from matplotlib import ticker
 
@@ -96,6 +97,16 @@ def plot_val_ppl(series: list[dict], path: Path) -> None:
         last_epoch = max(last_epoch, *xs)
         ax.plot(xs, ys, marker="o", markersize=7 if len(xs) == 1 else 4,
                 color=color(s["index"]), linestyle=_linestyle(s["index"]), label=s["label"])
+        lo, hi = s.get("lo"), s.get("hi")
+        if lo and hi and len(lo) == len(s["epochs"]) and any(a != b for a, b in zip(lo, hi)):
+            bx, blo = _finite_pairs(s["epochs"], lo)
+            _, bhi = _finite_pairs(s["epochs"], hi)
+            if len(bx) > 1:
+                ax.fill_between(bx, blo, bhi, color=color(s["index"]), alpha=0.15, linewidth=0)
+            elif bx:
+                ax.errorbar(bx, ys[:1], yerr=[[ys[0] - blo[0]], [bhi[0] - ys[0]]],
+                            color=color(s["index"]), capsize=4, linewidth=1)
+            values += blo + bhi
     if values:
         _readable_log_y(ax, values)
     else:  # every run diverged (inf/nan): still write the figure, saying so
@@ -108,7 +119,7 @@ def plot_val_ppl(series: list[dict], path: Path) -> None:
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity (log scale, lower is better)")
-    ax.set_title("Validation perplexity per epoch")
+    ax.set_title("Validation perplexity per epoch (mean over seeds; band: their range)")
     ax.grid(True, which="both", alpha=0.3)
     if values:
         ax.legend(title="variant", fontsize="small")
@@ -193,7 +204,8 @@ def plot_params(bars: list[dict], path: Path) -> None:
 def plot_frontier(points: list[dict], path: Path) -> None:
     """Validation perplexity against trainable parameters (both log), the Pareto front drawn.
 
-    ``points``: dicts with ``label``, ``index`` (colour), ``trainable``, ``val_ppl`` and
+    ``points``: dicts with ``label``, ``index`` (colour), ``trainable``, ``val_ppl``, ``err``
+    (± sd over seeds, an error bar; None: none) and
     ``front`` (True for a point on the Pareto front: no other point has as few trainable
     parameters and a lower perplexity). Every point is labelled with its variant; the front's
     points are joined by a staircase (the best perplexity reachable with at most x trainable
@@ -213,6 +225,10 @@ def plot_frontier(points: list[dict], path: Path) -> None:
         ax.scatter([p["trainable"]], [p["val_ppl"]], s=70 if p["front"] else 40, zorder=3,
                    color=color(p["index"]), edgecolors="black" if p["front"] else "none",
                    linewidths=1.2)
+        err = p.get("err")
+        if err is not None and math.isfinite(err) and err > 0:
+            ax.errorbar([p["trainable"]], [p["val_ppl"]], yerr=[[min(err, p["val_ppl"] * 0.99)],
+                        [err]], color=color(p["index"]), capsize=3, linewidth=1, zorder=2)
     front = sorted((p for p in pts if p["front"]), key=lambda p: p["trainable"])
     if front:
         xs = [p["trainable"] for p in front]

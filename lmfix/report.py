@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import plots
+from . import plots, pooling
 from .embedding_spec import BASIS_SPECS, LEARNED_SPECS
 from .embeddings.intrinsic import headline, read_scores
 from .errors import LmfixError
@@ -251,41 +251,45 @@ def _scale_points(run: dict) -> tuple[list, list]:
     return pts("step"), pts("epoch")
 
 
-def _draw_plots(done: list[dict], rows: list[dict], out_dir: Path, notes: list[str]) -> dict:
+def _epoch_curve(run: dict, notes: list[str]) -> dict[int, float]:
+    """Validation perplexity per epoch from metrics.jsonl (the summary's figure if none)."""
+    ep = {m["epoch"]: m["val_ppl"] for m in run["metrics"] if m.get("kind") == "epoch"
+          and _is_num(m.get("epoch")) and _is_num(m.get("val_ppl"))}
+    if not ep:  # no per-epoch log: show the summary's figure as a lone point rather than nothing
+        s = run["summary"]
+        ep = {s.get("best_epoch") or s.get("epochs") or 1: s["val_ppl"]}
+        notes.append(f"{run['label']}: no epoch records in metrics.jsonl; val_ppl.png "
+                     "shows only its summary value")
+    return ep
+
+
+def _draw_plots(variants: list[dict], out_dir: Path, notes: list[str]) -> dict:
     val_series = []
-    for i, run in enumerate(done):
-        ep = [m for m in run["metrics"] if m.get("kind") == "epoch"
-              and _is_num(m.get("epoch")) and _is_num(m.get("val_ppl"))]
-        if ep:
-            xs, ys = [m["epoch"] for m in ep], [m["val_ppl"] for m in ep]
-        else:  # no per-epoch log: show the summary's figure as a lone point rather than nothing
-            xs, ys = [run["summary"].get("best_epoch") or run["summary"].get("epochs") or 1], \
-                [run["summary"]["val_ppl"]]
-            notes.append(f"{run['label']}: no epoch records in metrics.jsonl; val_ppl.png "
-                         "shows only its summary value")
-        val_series.append({"label": run["label"], "index": i, "epochs": xs, "val_ppl": ys})
+    for i, v in enumerate(variants):
+        curves = [_epoch_curve(run, notes) for run in v["_runs"]]
+        epochs = sorted(set.intersection(*(set(c) for c in curves)))  # epochs every seed has
+        per = [[c[e] for c in curves] for e in epochs]
+        val_series.append({"label": v["name"], "index": i, "epochs": epochs,
+                           "val_ppl": [sum(p) / len(p) for p in per],
+                           "lo": [min(p) for p in per], "hi": [max(p) for p in per]})
     plots.plot_val_ppl(val_series, out_dir / "val_ppl.png")
 
     scale_series = []
-    for i, run in enumerate(done):
-        if run["summary"].get("final_scale") is not None:  # a fixed classifier: a learned scale
-            steps, epochs = _scale_points(run)
-            scale_series.append({"label": run["label"], "index": i,
+    for i, v in enumerate(variants):
+        if v.get("final_scale") is not None:  # a fixed classifier: a learned scale
+            steps, epochs = _scale_points(v["_runs"][0])
+            scale_series.append({"label": v["name"], "index": i,
                                  "steps": steps, "epochs": epochs})
     have_scale = plots.plot_scale(scale_series, out_dir / "scale.png")
     if not have_scale:
-        # A scale.png left by an earlier report would show runs that are not in this one.
-        try:
-            (out_dir / "scale.png").unlink(missing_ok=True)
-        except OSError as e:
-            raise LmfixError(f"cannot remove stale {out_dir / 'scale.png'}: {e.strerror or e}")
+        _remove_stale(out_dir / "scale.png")
         notes.append("scale.png not written: no fixed-embedding run logged a learned scale "
                      "in metrics.jsonl" if scale_series else
                      "scale.png not written: there is no fixed-embedding run")
 
-    plots.plot_params([{"label": r["name"], "trainable": r["params_trainable"],
-                        "fixed": r["params_fixed"], "pct": r["trainable_pct_of_baseline"]}
-                       for r in rows], out_dir / "params.png")
+    plots.plot_params([{"label": v["name"], "trainable": v["params_trainable"],
+                        "fixed": v["params_fixed"], "pct": v["trainable_pct_of_baseline"]}
+                       for v in variants], out_dir / "params.png")
     return {"val_ppl": "val_ppl.png", "scale": "scale.png" if have_scale else None,
             "params": "params.png"}
 
@@ -307,25 +311,23 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
-def _frontier(rows: list[dict], out_dir: Path, notes: list[str]) -> tuple[str | None, list]:
-    """frontier.png and the Pareto table's rows, when there are enough finished runs."""
+def _frontier(variants: list[dict], out_dir: Path, notes: list[str]) -> tuple[str | None, list]:
+    """frontier.png and the Pareto table (on mean val ppl), with enough variants."""
     path = out_dir / "frontier.png"
-    if len(rows) < MIN_FRONTIER_RUNS:
+    if len(variants) < MIN_FRONTIER_RUNS:
         _remove_stale(path)
         notes.append(f"frontier.png and the Pareto table not written: they need at least "
-                     f"{MIN_FRONTIER_RUNS} finished runs, this report has {len(rows)}")
+                     f"{MIN_FRONTIER_RUNS} variants, this report has {len(variants)}")
         return None, []
-    front = pareto_front([(r["name"], r["params_trainable"], r["val_ppl"]) for r in rows])
+    front = pareto_front([(v["name"], v["params_trainable"], v["val_ppl"]) for v in variants])
     on = set(front)
-    plots.plot_frontier([{"label": r["name"], "index": i, "trainable": r["params_trainable"],
-                          "val_ppl": r["val_ppl"], "front": r["name"] in on}
-                         for i, r in enumerate(rows)], path)
-    by_name = {r["name"]: r for r in rows}
-    table = [{"name": n, "params_trainable": by_name[n]["params_trainable"],
-              "params_embedding_trainable": by_name[n]["params_embedding_trainable"],
-              "val_ppl": by_name[n]["val_ppl"], "test_ppl": by_name[n]["test_ppl"]}
-             for n in front]
-    return "frontier.png", table
+    plots.plot_frontier([{"label": v["name"], "index": i, "trainable": v["params_trainable"],
+                          "val_ppl": v["val_ppl"], "err": v["val_ppl_sd"],
+                          "front": v["name"] in on} for i, v in enumerate(variants)], path)
+    by_name = {v["name"]: v for v in variants}
+    keys = ("name", "n", "params_trainable", "params_embedding_trainable", "val_ppl",
+            "val_ppl_sd", "test_ppl", "test_ppl_sd")
+    return "frontier.png", [{k: by_name[n][k] for k in keys} for n in front]
 
 
 def _remove_stale(path: Path) -> None:
@@ -355,11 +357,28 @@ def _intrinsic(done: list[dict]) -> list[dict]:
     return out
 
 
-def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-untied") -> dict:
+def _machine_notes(rows: list[dict]) -> list[str]:
+    """Rows that ran on different machines settings: thread count, instruction set and device
+    alone move early-training perplexities by up to 15% (docs/results.md)."""
+    notes = []
+    for key, what in (("device_name", "devices"), ("cpu_threads", "CPU thread counts"),
+                      ("cpu_capability", "CPU instruction sets")):
+        if len({r[key] for r in rows}) > 1:
+            notes.append(f"these runs ran with different {what} ("
+                         + _grouped([(r["name"], r[key]) for r in rows])
+                         + "): that alone moves perplexities, compare rows of one setting")
+    return notes
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, baseline: str | None = None,
+                 params_baseline: str = "learned-untied") -> dict:
     """Write the report files into ``out_dir`` and return the results dict (= results.json).
 
-    ``baseline`` names the reference run for "trainable % of baseline": the first finished
-    run whose ``embedding`` equals it, or failing that whose name equals it.
+    Runs that differ only in seed are pooled into one variant (lmfix.pooling): the table shows
+    mean ± sd over seeds, and every variant is compared with ``baseline`` (a variant name;
+    default: ``learned``, the learned tied embedding, when there is one). ``params_baseline``
+    names the run whose trainable parameters "trainable % of baseline" divides by (embedding
+    or run name; the paper's learned untied model).
     """
     runs = collect_runs(run_dirs)
     _label_runs(runs)
@@ -373,9 +392,9 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
     if out_dir.exists() and not out_dir.is_dir():
         raise LmfixError(f"{out_dir}: exists and is not a directory")
 
-    base = next((r for r in done if r["summary"]["embedding"] == baseline), None) \
-        or next((r for r in done if r["summary"]["name"] == baseline), None)
-    base_trainable = base["summary"]["params"]["trainable"] if base else None
+    pbase = next((r for r in done if r["summary"]["embedding"] == params_baseline), None) \
+        or next((r for r in done if r["summary"]["name"] == params_baseline), None)
+    base_trainable = pbase["summary"]["params"]["trainable"] if pbase else None
     # Most trainable parameters first: the baseline on top, the fixed variants below it.
     done.sort(key=lambda r: -r["summary"]["params"]["trainable"])
     rows = [_row(r, base_trainable) for r in done]
@@ -383,30 +402,46 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
     notes = [f"{r['label']}: skipped {r['skipped_lines']} unreadable line(s) in metrics.jsonl "
              "(e.g. truncated by a crash mid-write)" for r in runs if r["skipped_lines"]]
     notes += [f"{r['label']}: {w}" for r in done for w in r["summary"].get("warnings") or []]
-    if base is None:
-        notes.append(f"no finished baseline run (embedding `{baseline}`): "
+    variants = pooling.pool(rows, done, notes)
+    names = [v["name"] for v in variants]
+    if baseline is not None and baseline not in names:
+        raise LmfixError(f"--baseline {baseline!r} is not a variant of these runs: "
+                         f"{', '.join(names)}")
+    comparison = []
+    compare_to = baseline or ("learned" if "learned" in names else None)
+    if compare_to is None:
+        notes.append("no comparison with a reference variant: there is no `learned` (tied) "
+                     "variant; name one with --baseline")
+    else:
+        comparison = pooling.compare(variants, compare_to)
+    if pbase is None:
+        notes.append(f"no finished baseline run (embedding `{params_baseline}`): "
                      "% of baseline is not available")
     if len({r["vocab_size"] for r in rows}) > 1:
         notes.append("runs have different vocabulary sizes: their perplexities are not comparable")
-    partial = [r for r in rows if r["max_eval_tokens"] is not None]
+    notes += _machine_notes(rows)
+    partial = [v for v in variants if v["max_eval_tokens"] is not None]
     if partial:
         notes.insert(0, f"{PARTIAL_MARK} partial evaluation: "
-                     + ", ".join(f"{r['name']} (at most {fmt_int(r['max_eval_tokens'])} tokens "
-                                 "per split)" for r in partial)
+                     + ", ".join(f"{v['name']} (at most {fmt_int(v['max_eval_tokens'])} tokens "
+                                 "per split)" for v in partial)
                      + " evaluated only the start of the validation/test splits; these "
                        "perplexities are not comparable with full-split figures.")
-
-    capped = [r for r in rows if r["max_train_tokens"] is not None]
+    capped = [v for v in variants if v["max_train_tokens"] is not None]
     if capped:
         notes.append("training was capped: " + ", ".join(
-            f"{r['name']} (at most {fmt_int(r['max_train_tokens'])} tokens)" for r in capped))
+            f"{v['name']} (at most {fmt_int(v['max_train_tokens'])} tokens)" for v in capped))
 
-    plot_files = _draw_plots(done, rows, out_dir, notes)
-    plot_files["frontier"], front = _frontier(rows, out_dir, notes)
+    plot_files = _draw_plots(variants, out_dir, notes)
+    plot_files["frontier"], front = _frontier(variants, out_dir, notes)
     results = json_safe({
-        "baseline": {"embedding": baseline, "name": base["label"] if base else None,
-                     "run_dir": str(base["dir"]) if base else None,
+        "baseline": {"comparison": compare_to, "params": params_baseline,
+                     "params_run": pbase["label"] if pbase else None,
+                     "params_run_dir": str(pbase["dir"]) if pbase else None,
                      "params_trainable": base_trainable},
+        "variants": [{k: v for k, v in var.items() if not k.startswith("_") and k != "runs"}
+                     | {"runs": [r["name"] for r in var["runs"]]} for var in variants],
+        "comparison": comparison,
         "runs": rows,
         "not_complete": [{"name": r["label"], "run_dir": str(r["dir"]), "status": r["status"],
                           "error": r["error"], "updated": r["updated"]} for r in pending],
@@ -418,18 +453,16 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str = "learned-u
     })
     write_json(out_dir / "results.json", results)
     _write_csv(out_dir / "results.csv", results["runs"])
-    write_text(out_dir / "report.md", render_markdown(results, rows, baseline))
-    write_text(out_dir / "index.html", render_html(results, rows, baseline, out_dir))
+    write_text(out_dir / "report.md", render_markdown(results, params_baseline))
+    write_text(out_dir / "index.html", render_html(results, params_baseline, out_dir))
     return results
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     with atomic_open(path, "w") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=FIELDS + ["variant"], lineterminator="\n")
         w.writeheader()
         for r in rows:
             # JSON spelling for booleans and missing values, so both files read the same.
             w.writerow({k: ("true" if v is True else "false" if v is False else
                             "" if v is None else v) for k, v in r.items()})
-
-

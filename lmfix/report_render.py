@@ -23,19 +23,29 @@ class Column(NamedTuple):
 
 
 HOW_TO_READ = (
-    "How to read this table: each row is one finished training run. *Trainable* parameters "
-    "are updated by the optimizer; *fixed* parameters are part of the model but frozen (the "
-    "fixed embedding matrix, used both as the input embedding and, tied, as the output "
-    "classifier). *Trainable % of baseline* divides a run's trainable parameters by those of "
-    "the baseline run (embedding `{baseline}`; by default the learned, untied embedding): the "
-    "paper reports that a fixed tied embedding with a learned logit scale trains about 89% "
-    "fewer parameters (about 11% of the baseline) at a similar perplexity. Perplexity is "
-    "exp(mean cross-entropy per token), lower is better; val ppl is the best epoch's. *Test "
-    "word ppl* spreads the same total cross-entropy over the words of the word-level corpus "
-    "(whitespace words plus one end-of-line each), so runs with different tokenizers (word, "
-    "SentencePiece) can be compared; for word-level runs it equals test ppl. Rows are "
-    "only comparable on the same data, vocabulary and evaluation split. Wall time and tokens/s "
-    "depend on the device: compare them only between rows run on the same device."
+    "How to read this table: each row is one variant, trained at the seeds its *seeds* column "
+    "counts; with several, each perplexity is the mean ± the standard deviation over them "
+    "(results.csv has every seed's row). *Trainable* parameters are updated by the optimizer; "
+    "*fixed* parameters are part of the model but frozen (the fixed embedding matrix), and the "
+    "*fixed* column says which sides of the embedding are: both (tied input and classifier), "
+    "input, output or none. *Trainable % of baseline* divides a variant's trainable parameters "
+    "by those of the baseline run (embedding `{baseline}`; by default the learned, untied "
+    "embedding): the paper reports that a fixed tied embedding with a learned logit scale "
+    "trains about 89% fewer parameters (about 11% of the baseline) at a similar perplexity. "
+    "Perplexity is exp(mean cross-entropy per token), lower is better; val ppl is the best "
+    "epoch's. *Test word ppl* spreads the same total cross-entropy over the words of the "
+    "word-level corpus (whitespace words plus one end-of-line each), so runs with different "
+    "tokenizers (word, SentencePiece) can be compared; for word-level runs it equals test ppl. "
+    "Rows are only comparable on the same data, vocabulary and evaluation split. Wall time and "
+    "tokens/s (means over seeds) depend on the device: compare them only between rows run on "
+    "the same device."
+)
+COMPARISON_TEXT = (
+    "Each variant against the reference variant `{baseline}`: the difference of mean "
+    "perplexities (variant minus reference; negative is better), its 95% confidence interval "
+    "(Welch), and Welch's t-test p-value over the seeds (scipy). *better* / *worse* at p < 0.05; "
+    "otherwise the seeds cannot tell the two apart. With one seed on either side no test is "
+    "possible: train more with `lmfix run --seeds K`."
 )
 
 
@@ -72,6 +82,13 @@ def fmt_duration(seconds: Any) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def fmt_pm(r: dict, key: str) -> str:
+    """mean ± sd over seeds (the value alone for one seed), then the partial mark."""
+    sd = r.get(f"{key}_sd")
+    text = fmt_ppl(r[key]) + (f" ± {sd:,.2f}" if _is_num(sd) and math.isfinite(sd) else "")
+    return text + _partial(r)
+
+
 def _partial(r: dict) -> str:
     return f" {PARTIAL_MARK}" if r["max_eval_tokens"] is not None else ""
 
@@ -95,9 +112,10 @@ TABLE = (
     Column("fixed params", True, lambda r: fmt_int(r["params_fixed"])),
     Column("total params", True, lambda r: fmt_int(r["params_total"])),
     Column("trainable % of baseline", True, lambda r: fmt_pct(r["trainable_pct_of_baseline"])),
-    Column("val ppl", True, lambda r: fmt_ppl(r["val_ppl"]) + _partial(r)),
-    Column("test ppl", True, lambda r: fmt_ppl(r["test_ppl"]) + _partial(r)),
-    Column("test word ppl", True, lambda r: fmt_ppl(r["test_word_ppl"]) + _partial(r)),
+    Column("seeds", True, lambda r: fmt_int(r["n"])),
+    Column("val ppl", True, lambda r: fmt_pm(r, "val_ppl")),
+    Column("test ppl", True, lambda r: fmt_pm(r, "test_ppl")),
+    Column("test word ppl", True, lambda r: fmt_pm(r, "test_word_ppl")),
     Column("epochs", True, _epochs),
     Column("wall time", True, lambda r: fmt_duration(r["wall_s"])),
     Column("tokens/s", True, lambda r: fmt_int(r["tokens_per_s"])),
@@ -117,8 +135,36 @@ PARETO_TABLE = (
     Column("variant", False, lambda p: p["name"]),
     Column("trainable params", True, lambda p: fmt_int(p["params_trainable"])),
     Column("embedding trainable", True, lambda p: fmt_int(p["params_embedding_trainable"])),
-    Column("val ppl", True, lambda p: fmt_ppl(p["val_ppl"])),
-    Column("test ppl", True, lambda p: fmt_ppl(p["test_ppl"])),
+    Column("seeds", True, lambda p: fmt_int(p["n"])),
+    Column("val ppl", True, lambda p: fmt_pm(p | {"max_eval_tokens": None}, "val_ppl")),
+    Column("test ppl", True, lambda p: fmt_pm(p | {"max_eval_tokens": None}, "test_ppl")),
+)
+
+
+def _diff(c: dict) -> str:
+    pct = "" if c["diff_pct"] is None else f" ({c['diff_pct']:+.1f}%)"
+    return f"{c['diff']:+,.2f}{pct}"
+
+
+def _ci(c: dict) -> str:
+    return DASH if c["ci95"] is None else f"[{c['ci95'][0]:+,.2f}, {c['ci95'][1]:+,.2f}]"
+
+
+def _p(c: dict) -> str:
+    return DASH if c["p"] is None else (f"{c['p']:.2g}" if c["p"] >= 1e-4 else f"{c['p']:.1e}")
+
+
+COMPARISON_TABLE = (
+    Column("variant", False, lambda c: c["name"]),
+    Column("seeds", True, lambda c: f"{c['n']} vs {c['n_baseline']}"),
+    Column("val ppl diff", True, lambda c: _diff(c["val"])),
+    Column("val 95% CI", True, lambda c: _ci(c["val"])),
+    Column("val p", True, lambda c: _p(c["val"])),
+    Column("val verdict", False, lambda c: c["val"]["verdict"]),
+    Column("test ppl diff", True, lambda c: _diff(c["test"])),
+    Column("test 95% CI", True, lambda c: _ci(c["test"])),
+    Column("test p", True, lambda c: _p(c["test"])),
+    Column("test verdict", False, lambda c: c["test"]["verdict"]),
 )
 INTRINSIC_TABLE = (
     Column("variant", False, lambda r: r["name"]),
@@ -132,8 +178,9 @@ INTRINSIC_TABLE = (
            else f"{r['analogies_oov_pct']:.1f}%"),
 )
 PARETO_TEXT = (
-    "The Pareto front: the runs that no other run beats on validation perplexity with as few "
-    "or fewer trainable parameters, fewest first (frontier.png draws every run and the front). "
+    "The Pareto front: the variants that no other beats on mean validation perplexity with as "
+    "few or fewer trainable parameters, fewest first (frontier.png draws every variant, ± sd "
+    "over seeds as error bars, and the front). "
     "Moving down the table, each run buys its lower perplexity with more trainable parameters.")
 INTRINSIC_TEXT = (
     "Embedding quality beside perplexity: word similarity (Spearman ρ with human judgements) "
@@ -172,12 +219,20 @@ _PLOTS = (("val_ppl", "Validation perplexity"), ("scale", "Learned logit scale")
           ("frontier", "Validation perplexity vs trainable parameters, Pareto front"))
 
 
-def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
-    out = ["# lmfix report", ""] + md_table(TABLE, rows) + [""]
+def _commands(results: dict) -> list[tuple[str, str]]:
+    return [(r["name"], r["command"] or "# (command not recorded)") for r in results["runs"]]
+
+
+def render_markdown(results: dict, baseline: str) -> str:
+    out = ["# lmfix report", ""] + md_table(TABLE, results["variants"]) + [""]
     out += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
     out += [f"- {_not_complete_line(p)}" for p in results["not_complete"]]
     out += [""] if results["not_complete"] else []
     out += [HOW_TO_READ.format(baseline=baseline), ""]
+    if results.get("comparison"):
+        ref = results["baseline"]["comparison"]
+        out += [f"## Compared with {ref}", "", COMPARISON_TEXT.format(baseline=ref), ""]
+        out += md_table(COMPARISON_TABLE, results["comparison"]) + [""]
     if results.get("pareto_front"):
         out += ["## Pareto front", "", PARETO_TEXT, ""]
         out += md_table(PARETO_TABLE, results["pareto_front"]) + [""]
@@ -185,8 +240,8 @@ def render_markdown(results: dict, rows: list[dict], baseline: str) -> str:
         out += ["## Embedding quality beside perplexity", "", INTRINSIC_TEXT, ""]
         out += md_table(INTRINSIC_TABLE, results["intrinsic"]) + [""]
     out += ["## Commands", "", "```sh"]
-    for r in rows:
-        out += [f"# {r['name']}", r["command"] or "# (command not recorded)"]
+    for name, command in _commands(results):
+        out += [f"# {name}", command]
     out += ["```", "", "## Environment", ""]
     out += [f"- {k}: {v}" for k, v in results["environment"].items()]
     out += ["", "## Plots", ""]
@@ -202,7 +257,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;p
 overflow-x:auto}img{max-width:100%;display:block;margin:1em 0}.warn{color:#9a4b00}"""
 
 
-def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -> str:
+def render_html(results: dict, baseline: str, out_dir: Path) -> str:
     e = html.escape
 
     def img(name: str | None, alt: str) -> str:
@@ -211,26 +266,31 @@ def render_html(results: dict, rows: list[dict], baseline: str, out_dir: Path) -
         data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
 
+    def plain(text: str) -> str:  # written in Markdown: drop its emphasis marks
+        return e(text.replace("*", "").replace("`", ""))
+
     parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
              f"<title>lmfix report</title><style>{_CSS}</style></head><body>",
-             "<h1>lmfix report</h1>", html_table(TABLE, rows)]
+             "<h1>lmfix report</h1>", html_table(TABLE, results["variants"])]
     parts += [f'<p class="warn">{e(n)}</p>' for n in results["notes"]]
     if results["not_complete"]:
         parts.append("<ul>" + "".join(f"<li>{e(_not_complete_line(p))}</li>"
                                       for p in results["not_complete"]) + "</ul>")
-    # The paragraph is written in Markdown; drop its emphasis marks rather than show them raw.
-    how = HOW_TO_READ.format(baseline=baseline).replace("*", "").replace("`", "")
-    parts.append(f"<p>{e(how)}</p>")
+    parts.append(f"<p>{plain(HOW_TO_READ.format(baseline=baseline))}</p>")
+    if results.get("comparison"):
+        ref = results["baseline"]["comparison"]
+        parts.append(f"<h2>Compared with {e(ref)}</h2>"
+                     f"<p>{plain(COMPARISON_TEXT.format(baseline=ref))}</p>"
+                     + html_table(COMPARISON_TABLE, results["comparison"]))
     if results.get("pareto_front"):
         parts.append(f"<h2>Pareto front</h2><p>{e(PARETO_TEXT)}</p>"
                      + html_table(PARETO_TABLE, results["pareto_front"]))
     if results.get("intrinsic"):
-        text = INTRINSIC_TEXT.replace("`", "")
-        parts.append(f"<h2>Embedding quality beside perplexity</h2><p>{e(text)}</p>"
-                     + html_table(INTRINSIC_TABLE, results["intrinsic"]))
+        parts.append(f"<h2>Embedding quality beside perplexity</h2><p>{plain(INTRINSIC_TEXT)}"
+                     "</p>" + html_table(INTRINSIC_TABLE, results["intrinsic"]))
     parts.append("<h2>Plots</h2>" + "".join(img(results["plots"].get(key), title)
                                             for key, title in _PLOTS))
-    cmds = "\n".join(f"# {r['name']}\n{r['command'] or '# (command not recorded)'}" for r in rows)
+    cmds = "\n".join(f"# {name}\n{command}" for name, command in _commands(results))
     parts.append(f"<h2>Commands</h2><pre>{e(cmds)}</pre><h2>Environment</h2><ul>")
     parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in results["environment"].items()]
     parts.append("</ul></body></html>\n")

@@ -257,12 +257,14 @@ def ensure_embedding(method: str, corpus: Corpus, dim: int, seed: int, path: Pat
 
 def run(preset: str, out: Path, data: str | None, variants: list[str] | None = None,
         overrides: dict | None = None, force: bool = False, progress: bool = True,
-        command: str = "", jobs: int = 1, seeds: list[int] | None = None) -> list[Path]:
+        command: str = "", jobs: int = 1, seeds: list[int] | None = None,
+        baseline: str | None = None) -> list[Path]:
     """Build the embeddings and train every variant at every seed; returns the run
     directories, variant by variant, seeds in the order given.
 
     ``seeds`` (default: the base config's seed alone) are whole-run seeds: embeddings are
-    built per seed too. ``jobs`` > 1 trains that many runs at once, each in a worker process
+    built per seed too. ``baseline``, the report's reference variant, is checked here, before
+    anything trains. ``jobs`` > 1 trains that many runs at once, each in a worker process
     (lmfix.jobs); a run that fails there does not stop the others, and
     :class:`lmfix.jobs.VariantsFailed` (carrying the run directories) is raised once all have
     ended. Another ``lmfix run`` working in ``out`` is refused (its lock).
@@ -285,6 +287,10 @@ def run(preset: str, out: Path, data: str | None, variants: list[str] | None = N
     if len(set(names)) != len(names):
         raise LmfixError("--variants names a run twice: "
                          + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+    suffix = TokenizerConfig.from_settings(base).suffix
+    if baseline is not None and baseline not in [n + suffix for n in names]:
+        raise LmfixError(f"--baseline {baseline!r} is not a variant of this run: "
+                         + ", ".join(n + suffix for n in names))
     out = Path(out)
     with RunDir(out).lock(command):
         return _run(chosen, base, out, variants, parsed, settings, force, progress, command,

@@ -61,6 +61,11 @@ class TokenizerConfig:
                      for name in ("tokenizer", "sp_model_type", "sp_vocab_size")))
 
     @property
+    def suffix(self) -> str:
+        """What names of runs and files over these tokens end with ("" for words)."""
+        return "" if self.kind == "word" else f"-sp-{self.sp_model_type}-{self.sp_vocab_size}"
+
+    @property
     def default_oov(self) -> str:
         """How ``lmfix run`` fills LM tokens its built embeddings lack: never, for words (their
         vectors cover the vocabulary); at random for SentencePiece, whose byte-fallback pieces

@@ -248,7 +248,7 @@ def test_tiny_frontier_run_writes_frontier_png_and_pareto_table(tiny_corpus_dir,
 
     two = write_report(run_dirs[:2], tmp_path / "two")  # too few for a frontier: a note
     assert two["plots"]["frontier"] is None and not two["pareto_front"]
-    assert any("need at least 3 finished runs" in n for n in two["notes"])
+    assert any("need at least 3 variants" in n for n in two["notes"])
     assert not (tmp_path / "two" / "frontier.png").exists()
 
 

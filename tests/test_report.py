@@ -107,13 +107,15 @@ def report(tmp_path_factory):
     return results, out, root
 
 
-def md_rows(out: Path) -> dict[str, list[str]]:
-    """The rows of report.md's first table, the runs' (later tables: the Pareto front...)."""
-    rows = {}
-    for line in (out / "report.md").read_text().split("\n\n## ")[0].splitlines():
-        if line.startswith("| ") and not line.startswith("| variant"):
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-            rows[cells[0]] = cells
+def md_rows(out: Path) -> dict[str, dict[str, str]]:
+    """The rows of report.md's first table (the variants'), each {column: cell}."""
+    rows, header = {}, None
+    for line in (out / "report.md").read_text().split("\n\n")[1].splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        if header is None:
+            header = cells
+        elif not line.startswith("|:") and not line.startswith("|-"):
+            rows[cells[0]] = dict(zip(header, cells))
     return rows
 
 
@@ -124,18 +126,19 @@ def test_table_values(report):
     base = RUNS["learned-untied"][4]
     for name, (_, src, tied, fixed, tr, fx, val, test, ep) in RUNS.items():
         r = rows[name]
-        assert r[1] == src
-        assert r[2] == ("yes" if tied else "no") and r[3] == ("both" if fixed else "none")
-        assert r[4] == "200" and r[5] == "word"
-        assert r[6] == f"{tr:,}" and r[7] == f"{fx:,}" and r[8] == f"{tr + fx:,}"
-        assert r[9] == f"{100 * tr / base:.1f}%"
-        assert r[10] == f"{val:.2f}" and r[11] == f"{test:.2f}"
-        assert r[13] == str(ep) and r[14] == "1 h 02 min" and r[15] == "12,346"
-        assert r[16] == "NVIDIA H100 80GB HBM3"
-    assert rows["learned-untied"][9] == "100.0%"
-    assert rows["learned-untied"][6] == "13,987,678"  # the arithmetic above, spelt out
-    assert rows["word2vec"][10] == "131.00" and rows["learned-untied"][11] == "115.00"
-    assert rows["word2vec"][9] == "4.8%"  # the fixed variant trains a few % of the baseline
+        assert r["embedding"] == src
+        assert r["tied"] == ("yes" if tied else "no") and r["fixed"] == ("both" if fixed else "none")
+        assert r["d"] == "200" and r["tokenizer"] == "word" and r["seeds"] == "1"
+        assert r["trainable params"] == f"{tr:,}" and r["fixed params"] == f"{fx:,}"
+        assert r["total params"] == f"{tr + fx:,}"
+        assert r["trainable % of baseline"] == f"{100 * tr / base:.1f}%"
+        assert r["val ppl"] == f"{val:.2f}" and r["test ppl"] == f"{test:.2f}"  # one seed: no ±
+        assert r["epochs"] == str(ep) and r["wall time"] == "1 h 02 min"
+        assert r["tokens/s"] == "12,346" and r["device"] == "NVIDIA H100 80GB HBM3"
+    assert rows["learned-untied"]["trainable % of baseline"] == "100.0%"
+    assert rows["learned-untied"]["trainable params"] == "13,987,678"  # the arithmetic above
+    assert rows["word2vec"]["val ppl"] == "131.00" and rows["learned-untied"]["test ppl"] == "115.00"
+    assert rows["word2vec"]["trainable % of baseline"] == "4.8%"  # a few % of the baseline
 
 
 def test_report_text(report):
@@ -181,7 +184,7 @@ def test_csv_and_json_agree_with_summaries(report, tmp_path):
             100 * s["params"]["trainable"] / base)
         assert c["command"] == j["command"] == s["command"]
         assert c["max_eval_tokens"] == "" and j["max_eval_tokens"] is None
-    assert js["baseline"]["name"] == "learned-untied"
+    assert js["baseline"]["params_run"] == "learned-untied"
 
 
 def test_plots_written(report):
@@ -204,7 +207,7 @@ def test_index_html(report):
     assert "13,987,678" in page and "<pre>" in page and "lmfix train --data" in page
 
 
-NUMERIC = {"d", "trainable params", "fixed params", "total params", "trainable % of baseline",
+NUMERIC = {"d", "seeds", "trainable params", "fixed params", "total params", "trainable % of baseline",
            "val ppl", "test ppl", "test word ppl", "epochs", "wall time", "tokens/s"}
 
 
@@ -283,12 +286,12 @@ def test_partial_eval_no_baseline_no_scale(tmp_path):
     results = write_report([d1, d2], out)
     md = (out / "report.md").read_text()
     rows = md_rows(out)
-    assert rows["<c&>"][10] == "55.00 †" and rows["<c&>"][11] == "66.00 †"
-    assert rows["a\\|b"][9] == "—"  # no baseline; "|" in the name escaped, table intact
-    assert rows["a\\|b"][14] == "42 s"
+    assert rows["<c&>"]["val ppl"] == "55.00 †" and rows["<c&>"]["test ppl"] == "66.00 †"
+    assert rows["a\\|b"]["trainable % of baseline"] == "—"  # no baseline; "|" escaped, intact
+    assert rows["a\\|b"]["wall time"] == "42 s"
     assert "partial evaluation" in md and "at most 20,000 tokens" in md
     assert "scale.png not written" in md and not (out / "scale.png").exists()
-    assert results["plots"]["scale"] is None and results["baseline"]["name"] is None
+    assert results["plots"]["scale"] is None and results["baseline"]["params_run"] is None
     page = (out / "index.html").read_text()
     assert "&lt;c&amp;&gt;" in page and "<c&>" not in page
     assert page.count("data:image/png;base64,") == 2
