@@ -95,3 +95,29 @@ def test_readme_table_parses(heading):
     for r in readme:
         for col in check.PPL_COLUMNS + check.PARAM_COLUMNS:
             assert check.number(r[col]) is not None, (r["variant"], col)
+
+
+def test_a_stated_spread_accepts_a_fresh_run_within_it():
+    """A README mean ± sd over seeds accepts another machine's or seed's run within 2 sd
+    (issue 23), and still refuses one outside it."""
+    readme = rows(f"{HEAD}| learned | yes | 2,229,630 | 0 | 2,229,630 | 800.00 ± 10.00 | "
+                  "740.00 ± 5.00 | 740.00 ± 5.00 | cpu |\n")
+    assert check.spread("800.00 ± 10.00") == (800.0, 10.0) and check.number("8 ± 1") == 8.0
+
+    def fresh(val, test):
+        return rows(f"{HEAD}| learned | yes | 2,229,630 | 0 | 2,229,630 | {val} | {test} | "
+                    f"{test} | gpu |\n")
+    assert check.compare(readme, fresh("819.00", "731.00"), 0.01) == []
+    assert check.compare(readme, fresh("815.00 ± 3.00", "749.90"), 0.01) == []
+    assert check.compare(readme, fresh("821.00", "740.00"), 0.01) == [
+        "learned: val ppl: README 800.00 ± 10.00 vs report 821.00"]
+    assert check.compare(readme, fresh("821.00", "740.00"), 0.01, spreads=3.0) == []
+
+
+def test_the_readme_may_show_a_subset_of_the_columns():
+    short = rows("| variant | trainable params | val ppl |\n|:---|---:|---:|\n"
+                 "| learned | 2,229,630 | 795.00 |\n")
+    assert check.compare(short, rows(report()), 0.01) == []
+    assert check.compare(rows("| variant | trainable params |\n|:---|---:|\n"
+                              "| learned | 2,229,630 |\n"), rows(report()), 0.01) == [
+        "learned: the README row has no perplexity column"]
