@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 
 from . import signals
-from .config import DEFAULTS, SETTINGS, TrainConfig, add_train_flags, given_settings, help_text
+from .config import (DEFAULTS, SETTINGS, TrainConfig, add_train_flags, given_settings, help_text,
+                     with_model_defaults)
 from .embeddings.cli import register as register_embeddings
 from .errors import Interrupted, LmfixError
 from .flags import positive_int
@@ -39,7 +40,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         # the run's own settings, then what this command line changes (lmfix.config's rule)
         summary = resume(out, command=args.command, progress=not args.quiet, **given)
     else:
-        summary = train(TrainConfig(**given), command=args.command, force=args.force,
+        summary = train(TrainConfig(**with_model_defaults(given)), command=args.command,
+                        force=args.force,
                         progress=not args.quiet)
     if summary.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
         return  # under torchrun, one summary line (rank 0's) is enough

@@ -37,6 +37,8 @@ FIX_SIDES = ("both", "input", "output", "none")  # --fix (lmfix.embedding_parts:
 EMBEDDING_NORMS = ("raw", "unit", "mean-unit")
 OOV_POLICIES = ("error", "random", "zero")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MODELS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "transformer")  # = lmfix.model.MODELS
+POSITIONS = ("sinusoidal", "learned")  # = lmfix.transformer.POSITIONS
 TOKENIZERS = ("word", "sentencepiece")
 SP_MODEL_TYPES = ("unigram", "bpe")
 
@@ -88,11 +90,26 @@ class TrainConfig:
                                  group="model", variant=True,
                                  none_means="the embedding file's, else 200")
     nhid: int | None = setting(
-        None, "LSTM hidden size; if it differs from emsize, a learned projection maps it to "
-        "emsize before the tied classifier (it trains at a lower --lr than 20: docs/results.md)",
+        None, "RNN hidden size; if it differs from emsize, a learned projection maps it to "
+        "emsize before the tied classifier (it trains at a lower --lr than 20: docs/results.md). "
+        "For the transformer: its feed-forward width (the example's meaning)",
         range=flags.positive_int, group="model", variant=True, none_means="emsize")
-    nlayers: int = setting(2, "LSTM layers", range=flags.positive_int, group="model")
-    dropout: float = setting(0.2, "dropout on embeddings and LSTM output",
+    model: str = setting("lstm", "the sequence model: lstm (the default, the example's), gru, "
+                         "rnn-tanh, rnn-relu (nn.GRU / nn.RNN on the LSTM's code path) or "
+                         "transformer (decoder-only, causal: lmfix.transformer); every embedding "
+                         "mode works with each", choices=MODELS, group="model")
+    nlayers: int = setting(2, "layers of the sequence model", range=flags.positive_int,
+                           group="model")
+    nhead: int = setting(2, "transformer only: attention heads; must divide emsize (the "
+                         "example's 2)", range=flags.positive_int, group="model")
+    positions: str = setting("sinusoidal", "transformer only: sinusoidal positions as the "
+                             "example, or a learned table of bptt positions",
+                             choices=POSITIONS, group="model")
+    norm: str = setting("pre", "transformer only: pre-LayerNorm blocks (GPT-2's) or post "
+                        "(the original Transformer's); measured in docs/results.md",
+                        choices=("pre", "post"), group="model")
+    dropout: float = setting(0.2, "dropout on embeddings and RNN output; for the transformer "
+                             "also on attention weights and each residual branch",
                              range=flags.dropout, group="model")
     lr: float = setting(20.0, "initial learning rate", range=flags.positive_f32)
     clip: float = setting(0.25, "gradient norm clipping (0: no clipping)",
@@ -109,6 +126,8 @@ class TrainConfig:
                           checked_by="lmfix.device.pick_device")
     optimizer: str = setting("sgd", "sgd is the example's plain update", choices=OPTIMIZERS)
     weight_decay: float = setting(0.0, "weight decay", range=flags.nonneg_f32)
+    warmup: int = setting(0, "steps over which the lr rises linearly from lr/steps to lr at "
+                          "the start of training (0: none)", range=flags.nonneg_int)
     lr_decay: float = setting(4.0, "divide the lr by this whenever validation loss does not "
                               "improve (1: never)",
                               range=flags.float_in(1, flags.F32_MAX, name="lr_decay"))
@@ -204,7 +223,9 @@ def help_text(name: str, preset: bool = False) -> str:
         shown = s.none_means
     else:
         shown = flags.format_number(default) if isinstance(default, (int, float)) else default
-    notes = [s.range.allowed] if s.range is not None else []
+    notes = [f"--model {m}: {flags.format_number(d[name])}" for m, d in MODEL_DEFAULTS.items()
+             if name in d]
+    notes += [s.range.allowed] if s.range is not None else []
     notes += ["may change on --resume"] if s.on_resume == "change" else []
     notes += ["a --variants key"] if s.variant else []
     where = "the preset's, else " if preset else ""
@@ -258,13 +279,38 @@ def setting_error(name: str, value: Any) -> str | None:
     return None if isinstance(value, str) else f"{value!r} is not text"
 
 
+# Settings only one family of models has: given (not at their default) with another model, a
+# mistake, refused rather than ignored (as the example ignores --tied for its Transformer).
+TRANSFORMER_ONLY = ("nhead", "positions", "norm")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """One :class:`LmfixError` listing every setting of ``cfg`` outside its range or choices
-    (the CLI's flags are checked when parsed; a config built in Python is checked here)."""
+    (the CLI's flags are checked when parsed; a config built in Python is checked here), and
+    the settings that do not apply to its ``--model``."""
     problems = [f"{flag_name(name)}: {why}" for name in SETTINGS
                 if (why := setting_error(name, getattr(cfg, name)))]
+    if cfg.model != "transformer":
+        problems += [f"{flag_name(name)} applies to --model transformer only, not {cfg.model}"
+                     for name in TRANSFORMER_ONLY if getattr(cfg, name) != DEFAULTS[name]]
+    elif isinstance(cfg.emsize, int) and isinstance(cfg.nhead, int) and cfg.nhead > 0 \
+            and cfg.emsize % cfg.nhead:
+        problems.append(f"--nhead {cfg.nhead} does not divide --emsize {cfg.emsize} (each head "
+                        "gets emsize / nhead dimensions)")
     if problems:
         raise LmfixError("; ".join(problems))
+
+
+# The training settings a model family trains well with, applied where the setting is not
+# given (`lmfix train`, and the presets of `lmfix run`): measured in docs/results.md.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "transformer": {"optimizer": "adamw", "lr": 1e-3, "warmup": 100, "clip": 1.0},
+}
+
+
+def with_model_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` settings, with its model's defaults for the settings it leaves out."""
+    return {**MODEL_DEFAULTS.get(given.get("model", DEFAULTS["model"]), {}), **given}
 
 
 def parse_value(name: str, text: str) -> Any:

@@ -19,7 +19,6 @@ import math
 import torch
 
 from . import distributed
-from .data import get_batch
 from .distributed import Dist
 
 
@@ -46,8 +45,10 @@ def bits_per_char(mean_nll: float, tokens: int, chars: int) -> float:
 def mean_nll(model, source: torch.Tensor, bptt: int, d: Dist = Dist(),
              interrupted=None) -> tuple[float, int]:
     """Token-weighted mean NLL over a batchified split (its columns shared among the
-    processes of ``d``), hidden state carried across chunks; and the number of targets.
+    processes of ``d``), every target scored once; and the number of targets.
 
+    An RNN carries its hidden state across bptt chunks (the example's evaluation); a model
+    that carries none (the Transformer) is scored by a sliding window (:func:`windows`).
     ``interrupted()``, polled per chunk, lets a signal stop a long evaluation promptly.
     """
     model.eval()
@@ -56,15 +57,49 @@ def mean_nll(model, source: torch.Tensor, bptt: int, d: Dist = Dist(),
     ntok = 0
     if source.size(1):
         hidden = model.init_hidden(source.size(1))
-        for i in range(0, source.size(0) - 1, bptt):
+        for start, first, end in _chunks(model, source.size(0), bptt):
             if interrupted is not None and interrupted():
                 raise Stopped(interrupted())
-            x, y = get_batch(source, i, bptt)
-            out, hidden = model(x, hidden)
-            total += model.loss(out, y, reduction="sum").double()
+            out, hidden = model(source[start: end - 1], hidden)
+            # score the targets first..end-1 only: the window's earlier rows are its context
+            out = out.view(end - 1 - start, source.size(1), -1)[first - 1 - start:]
+            y = source[first:end].reshape(-1)
+            total += model.loss(out.reshape(-1, out.size(-1)), y, reduction="sum").double()
             ntok += y.numel()
     total, ntok = distributed.all_reduce_sum([total.item(), ntok], d, source.device)
     return total / max(ntok, 1), int(ntok)
+
+
+def _chunks(model, rows: int, bptt: int):
+    """(first input row, first scored target row, end) of each chunk: inputs rows
+    start..end-2 predict targets rows start+1..end-1, of which first..end-1 are scored."""
+    if model.carries_state:
+        for i in range(0, rows - 1, bptt):
+            end = min(i + bptt, rows - 1) + 1
+            yield i, i + 1, end
+    else:
+        yield from windows(rows, bptt)
+
+
+def windows(rows: int, width: int):
+    """The sliding window of a model without carried state, over a column of ``rows``:
+    each window reads at most ``width`` inputs and scores its last ``stride`` = width // 2
+    targets (the first window all of its own), so every target is scored once and each one
+    after the first window sees at least width − stride + 1 tokens, itself included."""
+    stride = max(1, width // 2)
+    first, end = 1, min(width + 1, rows)
+    while first < rows:
+        yield max(0, end - 1 - width), first, end
+        first, end = end, min(end + stride, rows)
+
+
+def context_of(model, bptt: int) -> dict:
+    """What each scored token sees, for summaries and reports."""
+    if model.carries_state:
+        return {"kind": "carried state", "chunk": bptt}
+    stride = max(1, bptt // 2)
+    return {"kind": "sliding window", "window": bptt, "stride": stride,
+            "min_context": bptt - stride + 1}
 
 
 def word_level(loss: float, data: torch.Tensor, tokenizer, text_words: int,

@@ -34,7 +34,8 @@ from .device import pick_device
 from .errors import LmfixError, first_line
 from .evaluation import ppl
 from .memory import available_bytes, format_bytes
-from .model import LSTMLM, ModelConfig
+from .model import LM, ModelConfig
+from .transformer import KVCache
 from .rundir import BEST, CONFIG, RunDir
 from .tokenizer import Tokenizer, describe, load_tokenizer
 from .vocab import EOS, UNK
@@ -59,11 +60,11 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> LanguageMod
 class LanguageModel:
     """A trained run's model and tokenizer. Build one with :func:`load`.
 
-    Attributes: ``model`` (:class:`~lmfix.model.LSTMLM`, eval mode), ``tokenizer``, ``vocab``,
+    Attributes: ``model`` (:class:`~lmfix.model.LM`, eval mode), ``tokenizer``, ``vocab``,
     ``config`` (config.json as a dict), ``summary`` (summary.json, or None), ``run_dir``.
     """
 
-    def __init__(self, model: LSTMLM, tokenizer: Tokenizer, config: dict,
+    def __init__(self, model: LM, tokenizer: Tokenizer, config: dict,
                  summary: dict | None = None, run_dir: str | Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -197,6 +198,7 @@ class LanguageModel:
                 "unk": unk, "unk_pct": 100.0 * unk / max(ids.numel(), 1),
                 "text_tokens": text_tokens, "lines": len(lines), "batch_size": bsz,
                 "bptt": bptt, "max_tokens": limit,
+                "context": evaluation.context_of(self.model, bptt),
                 "warning": evaluation.unk_warning(unk, ids.numel(), what)}
 
     # -- generation ----------------------------------------------------------------------------
@@ -269,8 +271,8 @@ class LanguageModel:
             if text:
                 yield b, text
         x = torch.tensor(prompt_ids, device=dev).unsqueeze(1).expand(-1, samples).contiguous()
-        feats, hidden = model(x, model.init_hidden(samples))
-        last = feats.view(len(prompt_ids), samples, -1)[-1]
+        reader = _Reader(model, samples)
+        last = reader.read(x)
         count, done, prev = [0] * samples, [False] * samples, [prompt_ids[-1]] * samples
         # A SentencePiece model that never starts a word still ends: at most ~20 pieces a word.
         for _ in range(20 * words + 50):
@@ -288,8 +290,7 @@ class LanguageModel:
                     yield b, text
             if all(done):
                 break
-            feats, hidden = model(nxt.view(1, samples), hidden)
-            last = feats
+            last = reader.read(nxt.view(1, samples))
         for b, s in enumerate(streams):
             if text := s.end():
                 yield b, text
@@ -322,6 +323,35 @@ class LanguageModel:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+class _Reader:
+    """Feeds tokens to the model and returns the features of the last one, each token read
+    once: an RNN carries its hidden state; the Transformer keeps a cache of keys and values,
+    bounded by the window it was trained on (``context``, the training bptt): when full, it is
+    rebuilt from the last context / 2 tokens, so a token always sees at least that many
+    before it and generation costs O(context) per token, never O(n²)."""
+
+    def __init__(self, model, samples: int):
+        self.model, self.samples = model, samples
+        self.hidden = model.init_hidden(samples)
+        self.window = None if model.carries_state else model.cfg.context
+        self.cache = None if model.carries_state else KVCache(model.cfg.nlayers)
+        self.seen = None  # the Transformer's last `window` tokens (rows), to rebuild from
+
+    def read(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.window is None:
+            feats, self.hidden = self.model(tokens, self.hidden)
+            return feats.view(tokens.size(0), self.samples, -1)[-1]
+        self.seen = tokens if self.seen is None else torch.cat([self.seen, tokens])
+        self.seen = self.seen[-self.window:]
+        if not len(self.cache):  # a prompt: its last `window` tokens
+            tokens = self.seen
+        elif len(self.cache) + tokens.size(0) > self.window:  # full: keep the last half
+            self.cache = KVCache(self.model.cfg.nlayers)
+            tokens = self.seen[-max(1, self.window // 2):]
+        feats, _ = self.model(tokens, (), cache=self.cache)
+        return feats.view(tokens.size(0), self.samples, -1)[-1]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -402,7 +432,7 @@ def _contents(directory: Path) -> str:
     return "it contains " + ", ".join(entries[:8]) + more
 
 
-def _best_model(run: RunDir, config: dict, vocab_size: int) -> LSTMLM:
+def _best_model(run: RunDir, config: dict, vocab_size: int) -> LM:
     known = {f.name for f in fields(ModelConfig)}
     try:
         mcfg = ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
@@ -411,7 +441,7 @@ def _best_model(run: RunDir, config: dict, vocab_size: int) -> LSTMLM:
                              f"{vocab_size}")
         fixed = torch.zeros(mcfg.vocab_size, mcfg.emsize) if mcfg.embedding == "vectors" else None
         with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
-            model = LSTMLM(mcfg, fixed)
+            model = LM(mcfg, fixed)
     except (TypeError, ValueError) as e:
         raise LmfixError(f"{run / CONFIG}: cannot rebuild the model ({first_line(e)})") from None
     path = run / BEST

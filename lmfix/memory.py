@@ -5,7 +5,7 @@ with an allocator traceback. :func:`estimate_train_bytes` does the arithmetic fi
 Python integers, nothing is allocated) and :func:`check_fits` turns "does not fit" into one
 :class:`LmfixError` naming the estimate, its parts and the memory available.
 
-Parameter and buffer counts are exact (they mirror :class:`lmfix.model.LSTMLM`; the tests
+Parameter and buffer counts are exact (they mirror :class:`lmfix.model.LM`; the tests
 compare them with real models). The rest is an estimate of the training peak:
 
 - gradients: one per trainable parameter (the fixed embedding is a buffer: none; its
@@ -53,22 +53,41 @@ _PART_NAMES = {"parameters": "parameters", "gradients": "gradients", "optimizer"
                "activations": "activations", "loss": "loss", "fixed_buffer": "fixed embedding"}
 
 
+# Gates per RNN cell: an LSTM's four (input, forget, cell, output), a GRU's three, an RNN's one.
+_GATES = {"lstm": 4, "gru": 3, "rnn-tanh": 1, "rnn-relu": 1}
+
+
+def core_params(model: str, d: int, h: int, nlayers: int, positions: str = "sinusoidal",
+                context: int = 0) -> int:
+    """Parameters of the sequence model between the two tables (closed forms, so an absurd
+    --nlayers costs no loop)."""
+    if model == "transformer":
+        # per block: two LayerNorms (2d each), qkv (3d² + 3d), out proj (d² + d), feed-forward
+        # d → h → d (2dh + h + d); then the final LayerNorm, and learned positions if any
+        block = 4 * d + 4 * d * d + 4 * d + 2 * d * h + h + d
+        return nlayers * block + 2 * d + (context * d if positions == "learned" else 0)
+    # nn.LSTM/GRU/RNN layer l: weight_ih g·h × in_l (in_0 = d, else h), weight_hh g·h × h,
+    # bias_ih and bias_hh g·h each.
+    g = _GATES[model]
+    return g * h * (d + h + 2) + (nlayers - 1) * g * h * (2 * h + 2) if nlayers > 0 else 0
+
+
 def param_counts(vocab: int, emsize: int, nhid: int | None, nlayers: int,
                  embedding_mode: str, fix: str | None = None, learn_top: int = 0,
-                 delta_rank: int = 0) -> dict[str, int]:
-    """Trainable parameters and fixed buffer elements of ``LSTMLM`` (as ``count_params``).
+                 delta_rank: int = 0, model: str = "lstm", positions: str = "sinusoidal",
+                 context: int = 0) -> dict[str, int]:
+    """Trainable parameters and fixed buffer elements of ``LM`` (as ``count_params``).
 
-    ``fix``, ``learn_top`` and ``delta_rank`` as in :class:`lmfix.model.ModelConfig`; the
-    bases each side has come from :func:`lmfix.embedding_parts.layout`.
+    ``fix``, ``learn_top``, ``delta_rank``, ``model``, ``positions`` and ``context`` as in
+    :class:`lmfix.model.ModelConfig`; the bases each side has come from
+    :func:`lmfix.embedding_parts.layout`.
     """
     lay = _layout(embedding_mode, fix)
     V, d, h = vocab, emsize, nhid or emsize
-    # nn.LSTM layer l: weight_ih 4h × in_l (in_0 = d, else h), weight_hh 4h × h, bias_ih and
-    # bias_hh 4h each. Closed form, so an absurd --nlayers costs no loop.
-    lstm = 4 * h * (d + h + 2) + (nlayers - 1) * 4 * h * (2 * h + 2) if nlayers > 0 else 0
-    out_dim = _out_dim(embedding_mode, d, h)
-    proj = h * d + d if out_dim != h else 0  # nn.Linear(nhid, emsize) when tying needs it
-    trainable = lstm + proj + V  # + the output bias
+    core_dim = d if model == "transformer" else h  # what the classifier reads
+    out_dim = _out_dim(embedding_mode, d, core_dim)
+    proj = core_dim * d + d if out_dim != core_dim else 0  # nn.Linear(nhid, emsize) to tie
+    trainable = core_params(model, d, h, nlayers, positions, context) + proj + V  # + bias
     trainable += V * d if lay.input == "learned" else 0  # encoder
     trainable += V * out_dim if lay.output == "learned" else 0  # untied decoder
     trainable += 1 if lay.output_base == "fixed" else 0  # the learned logit scale
@@ -96,18 +115,29 @@ def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int
                          batch_size: int, bptt: int, embedding_mode: str, optimizer: str,
                          eval_batch_size: int = 10, dtype_bytes: int = 4,
                          device_type: str = "cpu", amp: bool = False, fix: str | None = None,
-                         learn_top: int = 0, delta_rank: int = 0) -> dict[str, int]:
+                         learn_top: int = 0, delta_rank: int = 0, model: str = "lstm",
+                         nhead: int = 2, positions: str = "sinusoidal") -> dict[str, int]:
     """Bytes of each part of a training run's peak (see the module docstring), and ``total``."""
     V, d, h = vocab, emsize, nhid or emsize
-    counts = param_counts(V, d, h, nlayers, embedding_mode, fix, learn_top, delta_rank)
+    counts = param_counts(V, d, h, nlayers, embedding_mode, fix, learn_top, delta_rank, model,
+                          positions, bptt)
     lay = _layout(embedding_mode, fix)
     params = counts["trainable"] * dtype_bytes
     if optimizer not in ("sgd", "adam", "adamw"):
         raise LmfixError(f"--optimizer {optimizer!r}: use sgd, adam or adamw")
-    out_dim = _out_dim(embedding_mode, d, h)
-    proj = d if out_dim != h else 0
+    core_dim = d if model == "transformer" else h
+    out_dim = _out_dim(embedding_mode, d, core_dim)
+    proj = d if out_dim != core_dim else 0
     rows = bptt * batch_size
-    activations = rows * (_LSTM_FLOATS_PER_UNIT * nlayers * h + 2 * d + 2 * h + proj) * dtype_bytes
+    if model == "transformer":
+        # per block and token: LayerNorm outputs, q/k/v, attention output, residuals (~12 d),
+        # the feed-forward's two h-wide activations; and each head's T×T attention weights
+        per_token = nlayers * (12 * d + 2 * h) + 4 * d + proj
+        activations = (rows * per_token + nlayers * batch_size * nhead * bptt * bptt * 2) \
+            * dtype_bytes
+    else:
+        activations = rows * (_LSTM_FLOATS_PER_UNIT * nlayers * h + 2 * d + 2 * h + proj) \
+            * dtype_bytes
     if amp:
         logits = rows * V * (2 + 4 + 4)
     else:

@@ -1,4 +1,5 @@
-"""The LSTM language model: learned (tied or untied) or fixed word embeddings, or any split.
+"""The language model: learned (tied or untied) or fixed word embeddings, or any split, around
+an LSTM (the default), a GRU, an Elman RNN or a causal Transformer (``--model``).
 
 Imports nothing from training. The embedding modes follow Hoffer, Hubara & Soudry (ICLR 2018):
 
@@ -34,8 +35,13 @@ from torch import nn
 
 from .embedding_parts import EmbeddingTable, Layout, LowRankDelta, TopRows, layout
 from .loss import linear_cross_entropy
+from .transformer import KVCache, TransformerCore
 
 EMBEDDING_MODES = ("learned", "learned-untied", "vectors")
+MODELS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "transformer")  # --model
+_RNNS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}),
+         "rnn-tanh": (nn.RNN, {"nonlinearity": "tanh"}),
+         "rnn-relu": (nn.RNN, {"nonlinearity": "relu"})}
 DEFAULT_DIM = 200  # the PyTorch example's emsize = nhid
 
 
@@ -54,6 +60,11 @@ class ModelConfig:
     fix: str | None = None  # vectors only, and always given there: both | input | output | none
     learn_top: int = 0  # fixed tied only: trainable rows of the most frequent words
     delta_rank: int = 0  # fixed tied only: rank of the trainable correction A·B
+    model: str = "lstm"  # one of MODELS: the sequence model between the two tables
+    nhead: int = 2  # transformer only: attention heads (the example's default)
+    positions: str = "sinusoidal"  # transformer only: sinusoidal | learned
+    context: int = 35  # transformer only: the positions it attends over (the training bptt)
+    norm: str = "pre"  # transformer only: pre- or post-LayerNorm blocks
 
     def resolved_scale_init(self) -> float:
         if self.scale_init is not None:
@@ -65,7 +76,11 @@ class ModelConfig:
         return layout(self.embedding, self.fix)
 
 
-class LSTMLM(nn.Module):
+class LM(nn.Module):
+    """The two tables (input embedding, classifier) around a sequence model: an LSTM, GRU or
+    Elman RNN (``nn.LSTM``/``nn.GRU``/``nn.RNN``, one code path) or a causal Transformer
+    (:mod:`lmfix.transformer`)."""
+
     def __init__(self, cfg: ModelConfig, fixed_weight: torch.Tensor | None = None,
                  top_ids: torch.Tensor | None = None):
         """``fixed_weight``: the V×d vectors (mode ``vectors`` only); ``top_ids``: the
@@ -82,12 +97,23 @@ class LSTMLM(nn.Module):
             raise ValueError("learn_top and delta_rank need a fixed tied embedding (fix both)")
         if top_ids is not None and not cfg.learn_top:
             raise ValueError("top_ids are for learn_top > 0 only")
+        if cfg.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, not {cfg.model!r}")
         V, d = cfg.vocab_size, cfg.emsize
         self.cfg, self.layout = cfg, lay
         # The cosine form is the fixed classifier's; with a learned one it does nothing.
         self.cosine = cfg.cosine and lay.output_base == "fixed"
         self.drop = nn.Dropout(cfg.dropout)
-        self.rnn = nn.LSTM(d, cfg.nhid, cfg.nlayers, dropout=cfg.dropout if cfg.nlayers > 1 else 0)
+        # The sequence model first: the LSTM's init then draws the random numbers it always did.
+        self.rnn = self.core = None
+        if cfg.model == "transformer":
+            self.core = TransformerCore(d, cfg.nhead, cfg.nhid, cfg.nlayers, cfg.dropout,
+                                        cfg.positions, cfg.context, cfg.norm)
+        else:
+            rnn, kw = _RNNS[cfg.model]
+            self.rnn = rnn(d, cfg.nhid, cfg.nlayers,
+                           dropout=cfg.dropout if cfg.nlayers > 1 else 0, **kw)
+        core_dim = d if self.core is not None else cfg.nhid  # what the classifier reads
         # Built in the order of the original three modes, so that they draw the same random
         # numbers in the same order as before (their results stay bit for bit the same).
         self.scale = None
@@ -110,13 +136,13 @@ class LSTMLM(nn.Module):
                     self.encoder.weight.copy_(vectors)
         out_dim = d
         if lay.output == "learned":
-            if vectors is None:  # untied, the classifier reads the LSTM output directly
-                out_dim = cfg.nhid
+            if vectors is None:  # untied, the classifier reads the core's output directly
+                out_dim = core_dim
                 self.decoder_weight = nn.Parameter(torch.empty(V, out_dim).uniform_(-0.1, 0.1))
             else:
                 self.decoder_weight = nn.Parameter(vectors.clone())
-        # The classifier needs input of its row size: project when nhid differs.
-        self.proj = nn.Linear(cfg.nhid, out_dim) if out_dim != cfg.nhid else None
+        # The classifier needs input of its row size: project when the RNN's nhid differs.
+        self.proj = nn.Linear(core_dim, out_dim) if out_dim != core_dim else None
         self.bias = nn.Parameter(torch.zeros(V))
         self.delta = LowRankDelta(V, d, cfg.delta_rank) if cfg.delta_rank else None
         self.top_rows = None
@@ -159,16 +185,36 @@ class LSTMLM(nn.Module):
 
     # --- the model ------------------------------------------------------------------------
 
-    def init_hidden(self, bsz: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def carries_state(self) -> bool:
+        """An RNN carries its hidden state from one chunk to the next; the Transformer sees
+        the tokens of its window only (lmfix.evaluation scores it by a sliding window)."""
+        return self.rnn is not None
+
+    def init_hidden(self, bsz: int) -> tuple:
+        """The state carried into the first chunk: (h, c) for an LSTM, (h,) for a GRU or RNN,
+        () for the Transformer (nothing is carried between chunks)."""
+        if self.rnn is None:
+            return ()
         p = next(self.parameters())
         shape = (self.cfg.nlayers, bsz, self.cfg.nhid)
-        return p.new_zeros(shape), p.new_zeros(shape)
+        n = 2 if self.cfg.model == "lstm" else 1
+        return tuple(p.new_zeros(shape) for _ in range(n))
 
-    def forward(self, tokens: torch.Tensor, hidden):
-        """(T, B) token ids → (T·B, d_out) features for the classifier, and the new hidden."""
+    def forward(self, tokens: torch.Tensor, hidden, cache: KVCache | None = None):
+        """(T, B) token ids → (T·B, d_out) features for the classifier, and the new hidden.
+        ``cache``: the Transformer's keys and values of earlier tokens (generation), extended
+        in place."""
         emb = self.drop(self.embed(tokens))
-        out, hidden = self.rnn(emb, hidden)
-        out = self.drop(out).reshape(-1, out.size(-1))
+        if self.core is not None:
+            out = self.core(emb, cache)
+        elif self.cfg.model == "lstm":
+            out, hidden = self.rnn(emb, hidden)
+            out = self.drop(out)
+        else:
+            out, h = self.rnn(emb, hidden[0])
+            out, hidden = self.drop(out), (h,)
+        out = out.reshape(-1, out.size(-1))
         if self.proj is not None:
             out = self.proj(out)
         if self.cosine:
@@ -208,7 +254,7 @@ def normalize_vectors(matrix: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown normalization {mode!r} (raw, unit, mean-unit)")
 
 
-def count_params(model: LSTMLM) -> dict[str, int]:
+def count_params(model: LM) -> dict[str, int]:
     """Parameter counts, each tensor counted once (so a tied matrix once, not twice).
 
     ``trainable``: elements of parameters the optimizer updates; ``fixed``: frozen parameters

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import (DEFAULTS, VARIANT_KEYS, TrainConfig, from_saved, parse_value,
-                     resume_changes, train_command)
+                     resume_changes, train_command, with_model_defaults)
 from .data import Corpus, load_corpus
 from .device import pick_device
 from .embedding_spec import BASIS_SPECS, LEARNED_SPECS, check_embedding_options
@@ -304,7 +304,7 @@ def _base_config(chosen: Preset, data: str | None, overrides: dict) -> TrainConf
     # words missing from the built embeddings: the tokenizer's default (a flag given still wins)
     preset_cfg["oov"] = TokenizerConfig(overrides.get("tokenizer", DEFAULTS["tokenizer"])
                                         ).default_oov
-    return replace(TrainConfig(), data=data, **{**preset_cfg, **overrides})
+    return replace(TrainConfig(), data=data, **{**preset_cfg, **with_model_defaults(overrides)})
 
 
 def _run(chosen: Preset, base: TrainConfig, out: Path, variants: list[str],

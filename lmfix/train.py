@@ -37,7 +37,7 @@ from .embedding_spec import check_embedding_options, planned, resolve_embedding,
 from .errors import Interrupted, LmfixError
 from .evaluation import Stopped, ppl
 from .memory import check_fits, estimate_train_bytes
-from .model import LSTMLM, ModelConfig, count_params, normalize_vectors
+from .model import LM, ModelConfig, count_params, normalize_vectors
 from .provenance import git_commit, versions
 from .rundir import BEST, RunDir
 from .signals import Flag
@@ -58,7 +58,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
 
 
 def build_model(cfg: TrainConfig, corpus: Corpus,
-                device: torch.device = torch.device("cpu")) -> tuple[LSTMLM, ModelConfig, dict]:
+                device: torch.device = torch.device("cpu")) -> tuple[LM, ModelConfig, dict]:
     """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
     V = len(corpus.vocab)
     fix = resolve_fix(cfg.embedding, cfg.fix)
@@ -70,7 +70,8 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
         check_fits(estimate_train_bytes(
             V, dim, cfg.nhid, cfg.nlayers, cfg.batch_size, cfg.bptt, mode, cfg.optimizer,
             cfg.eval_batch_size, device_type=device.type, amp=cfg.amp, fix=fix,
-            learn_top=cfg.learn_top, delta_rank=cfg.delta_rank), device)
+            learn_top=cfg.learn_top, delta_rank=cfg.delta_rank, model=cfg.model,
+            nhead=cfg.nhead, positions=cfg.positions), device)
 
     if known:  # before a V×d basis is built (a file's size is already on disk)
         check_size(*known)
@@ -80,15 +81,20 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
         check_embedding_options(cfg.embedding, cfg.fix, cfg.learn_top, cfg.delta_rank, V,
                                 res.dim)
         check_size(res.mode, res.dim)
+    if cfg.model == "transformer" and res.dim % cfg.nhead:
+        raise LmfixError(f"--nhead {cfg.nhead} does not divide the embedding's {res.dim} "
+                         "dimensions (each head gets emsize / nhead)")
     mcfg = ModelConfig(vocab_size=V, emsize=res.dim, nhid=cfg.nhid or res.dim,
                        nlayers=cfg.nlayers, dropout=cfg.dropout, embedding=res.mode,
                        cosine=cfg.cosine, scale_init=cfg.scale_init, fix=fix,
-                       learn_top=cfg.learn_top, delta_rank=cfg.delta_rank)
+                       learn_top=cfg.learn_top, delta_rank=cfg.delta_rank, model=cfg.model,
+                       nhead=cfg.nhead, positions=cfg.positions, context=cfg.bptt,
+                       norm=cfg.norm)
     fixed = normalize_vectors(res.matrix, cfg.embedding_norm) if res.matrix is not None else None
     # --learn-top: the most frequent words of the whole training split
     top = top_ids(corpus.train, V, cfg.learn_top) if cfg.learn_top else None
     torch.manual_seed(cfg.seed)
-    model = LSTMLM(mcfg, fixed, top)
+    model = LM(mcfg, fixed, top)
     info = {"embedding_source": res.source, "coverage": res.coverage}
     return model, mcfg, info
 
@@ -269,6 +275,7 @@ def train_one_epoch(run: Run, progress: bool = False) -> None:
         loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        book.warm_up()
         run.opt.step()
         book.after_step(loss.detach(), y.numel(), batch, hidden)
     else:
@@ -387,6 +394,7 @@ def _summary(run: Run, test_loss: float, test_ntok: int) -> dict:
         **run.dist.meter.summary(),
         "final_scale": model.scale.item() if model.scale is not None else None,
         "eval_tokens": {"valid": state.val_ntok, "test": test_ntok},
+        "eval_context": evaluation.context_of(model, cfg.bptt), "model": mcfg.model,
         "max_eval_tokens": cfg.max_eval_tokens, "max_train_tokens": cfg.max_train_tokens,
         "warnings": run.warnings,
         "coverage": run.info["coverage"], "corpus": _corpus_info(corpus),

@@ -28,7 +28,7 @@ from .data import Corpus
 from .distributed import Dist
 from .errors import LmfixError, first_line
 from .evaluation import Stopped, ppl
-from .model import LSTMLM, ModelConfig
+from .model import LM, ModelConfig
 from .rundir import LAST, RunDir
 
 
@@ -47,6 +47,7 @@ class TrainState:
     best_epoch: int | None = None
     val_ntok: int = 0
     tokens_seen: int = 0
+    steps: int = 0  # optimizer steps taken (the --warmup schedule counts them)
     train_seconds: float = 0.0  # time in training steps only, measured after a device sync
     wall_s: float = 0.0
     epoch_started_s: float = 0.0  # wall_s when this epoch began
@@ -79,7 +80,7 @@ class Run:
 
     cfg: TrainConfig
     corpus: Corpus
-    model: LSTMLM
+    model: LM
     mcfg: ModelConfig
     info: dict  # embedding source and coverage
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
@@ -138,10 +139,18 @@ class Bookkeeping:
             run.state.out_of_time = True  # validate what we have, then finish
         return late
 
+    def warm_up(self) -> None:
+        """During the first --warmup steps the lr rises linearly to its value (then stays)."""
+        warmup, state = self.run.cfg.warmup, self.state
+        if warmup and state.steps <= warmup:
+            for g in self.run.opt.param_groups:
+                g["lr"] = state.lr * min(1.0, (state.steps + 1) / warmup)
+
     def after_step(self, loss: torch.Tensor, tokens: int, batch: int, hidden) -> None:
         """Count the step, log at intervals, checkpoint when one is due."""
         run, state = self.run, self.state
         run.dist.meter.step()
+        state.steps += 1
         self.epoch_sum += loss
         self.interval_sum += loss
         self.n += 1

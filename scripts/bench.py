@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmfix.data import batchify, get_batch, load_corpus
-from lmfix.model import LSTMLM, ModelConfig
+from lmfix.model import LM, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT2 = ROOT.parent / "shared" / "data" / "wikitext-2"
@@ -118,7 +118,7 @@ def make_variants(V: int, d: int, fixed_matrix: torch.Tensor) -> dict:
     for name, mode, fix in (("learned", "learned", None), ("learned-untied", "learned-untied", None),
                             ("fixed", "vectors", "both")):
         cfg = ModelConfig(vocab_size=V, emsize=d, nhid=d, embedding=mode, fix=fix)
-        out[name] = LSTMLM(cfg, fixed_matrix if mode == "vectors" else None)
+        out[name] = LM(cfg, fixed_matrix if mode == "vectors" else None)
     return out
 
 

@@ -40,7 +40,7 @@ from lmfix import distributed
 from lmfix.data import batchify, get_batch
 from lmfix.distributed import CommMeter
 from lmfix.embeddings.bases import random_orthogonal
-from lmfix.model import LSTMLM, ModelConfig
+from lmfix.model import LM, ModelConfig
 
 V_WT2 = 33278  # WikiText-2's vocabulary
 MODES = ("old", "new")
@@ -62,7 +62,7 @@ def count_buffer_broadcasts(net, meter: CommMeter) -> bool:
 
 def build(mode: str, V: int, dim: int, fixed: torch.Tensor, device, d):
     torch.manual_seed(0)  # the same parameters in both modes
-    model = LSTMLM(ModelConfig(vocab_size=V, emsize=dim, nhid=dim, embedding="vectors",
+    model = LM(ModelConfig(vocab_size=V, emsize=dim, nhid=dim, embedding="vectors",
                                fix="both"), fixed).to(device)
     md = dataclasses.replace(d, meter=CommMeter())
     if mode == "new":

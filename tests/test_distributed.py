@@ -18,9 +18,13 @@ def torchrun(nproc, *args):
     return r
 
 
-@pytest.mark.parametrize("embedding", ["learned", "random-orthogonal"])
-def test_two_processes_match_one(tiny_corpus_dir, tmp_path, embedding):
-    common = ["train", "--data", tiny_corpus_dir, "--embedding", embedding, *ARGS]
+@pytest.mark.parametrize("embedding,model", [("learned", "lstm"), ("random-orthogonal", "lstm"),
+                                             ("random-orthogonal", "transformer")])
+def test_two_processes_match_one(tiny_corpus_dir, tmp_path, embedding, model):
+    common = ["train", "--data", tiny_corpus_dir, "--embedding", embedding, *ARGS,
+              "--model", model]
+    if model == "transformer":  # its own optimizer (AdamW), not the LSTM's SGD at lr 5
+        common += ["--optimizer", "adamw", "--lr", "1e-3"]
     torchrun(2, *common, "--out", tmp_path / "two")
     r = subprocess.run([sys.executable, "-m", "lmfix", *map(str, common), "--out",
                         tmp_path / "one"], capture_output=True, text=True, timeout=300)

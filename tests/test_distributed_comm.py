@@ -1,7 +1,7 @@
 """What DistributedDataParallel sends per step, measured: two gloo processes on the CPU.
 
 Two processes are spawned once for the module (DDP's first construction alone imports
-torch._dynamo, seconds): each builds tiny LSTMLMs, runs every scenario below and writes what it
+torch._dynamo, seconds): each builds tiny LMs, runs every scenario below and writes what it
 saw to JSON; the tests assert on that. Issue 16: DDP's default broadcast of every buffer sent
 the whole fixed V×d embedding from rank 0 at every training forward.
 """
@@ -22,20 +22,20 @@ import torch.multiprocessing as mp
 from lmfix import distributed
 from lmfix.distributed import CommMeter, Dist
 from lmfix.errors import LmfixError
-from lmfix.model import LSTMLM, ModelConfig
+from lmfix.model import LM, ModelConfig
 
 V, D, B, T = 50, 16, 4, 8  # vocabulary, emsize = nhid, global batch columns, bptt
 CPU = torch.device("cpu")
 WORLD = 2
 
 
-def tiny(embedding: str, cosine: bool = False) -> LSTMLM:
+def tiny(embedding: str, cosine: bool = False) -> LM:
     """The same model on every rank: parameters from seed 0, the fixed matrix from seed 1."""
     torch.manual_seed(0)
     fixed = torch.randn(V, D, generator=torch.Generator().manual_seed(1)) \
         if embedding == "fixed" else None
     mode, fix = ("vectors", "both") if embedding == "fixed" else (embedding, None)
-    return LSTMLM(ModelConfig(vocab_size=V, emsize=D, nhid=D, dropout=0.0, embedding=mode,
+    return LM(ModelConfig(vocab_size=V, emsize=D, nhid=D, dropout=0.0, embedding=mode,
                               fix=fix, cosine=cosine), fixed)
 
 

@@ -8,12 +8,12 @@ from lmfix.cli import main
 from lmfix.errors import LmfixError
 from lmfix.loss import default_chunk_rows
 from lmfix.memory import available_bytes, check_fits, estimate_train_bytes, format_bytes
-from lmfix.model import LSTMLM, ModelConfig, count_params
+from lmfix.model import LM, ModelConfig, count_params
 
 
 def real_model(V, d, h, nlayers, mode):
     fixed = torch.randn(V, d) if mode == "vectors" else None
-    return LSTMLM(ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode,
+    return LM(ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode,
                               fix="both" if mode == "vectors" else None), fixed)
 
 
@@ -168,7 +168,7 @@ SPLITS = [("learned", None, 0, 0), ("learned-untied", None, 0, 0),
 def test_every_split_counts_exactly_as_real_models(mode, fix, top, rank, V, d, h, nlayers):
     cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=nlayers, embedding=mode, fix=fix,
                       learn_top=top, delta_rank=rank)
-    model = LSTMLM(cfg, torch.randn(V, d) if mode == "vectors" else None,
+    model = LM(cfg, torch.randn(V, d) if mode == "vectors" else None,
                    torch.arange(top) if top else None)
     counts = count_params(model)
     assert memory.param_counts(V, d, h, nlayers, mode, fix, top, rank) == {

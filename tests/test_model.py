@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmfix.model import LSTMLM, ModelConfig, count_params, normalize_vectors
+from lmfix.model import LM, ModelConfig, count_params, normalize_vectors
 
 V = 50
 
@@ -11,13 +11,13 @@ def lstm_params(d_in: int, h: int, layers: int) -> int:
     return sum(4 * h * ((d_in if l == 0 else h) + h) + 8 * h for l in range(layers))
 
 
-def make(mode: str, d=16, h=16, layers=2, **kw) -> LSTMLM:
+def make(mode: str, d=16, h=16, layers=2, **kw) -> LM:
     """A model of ``mode``: learned, learned-untied, or fixed (given vectors, --fix both)."""
     if mode == "fixed":
         mode, kw = "vectors", {"fix": "both", **kw}
     cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, nlayers=layers, embedding=mode, **kw)
     fixed = torch.linalg.qr(torch.randn(V, d))[0] if mode == "vectors" else None
-    return LSTMLM(cfg, fixed)
+    return LM(cfg, fixed)
 
 
 def test_param_counts_match_independent_arithmetic():
@@ -48,7 +48,7 @@ def test_projection_when_hidden_differs_from_embedding():
 def test_paper_size_parameter_share():
     """WikiText-2, d=512: the untied embedding+classifier are ~89% of the model."""
     cfg = ModelConfig(vocab_size=33278, emsize=512, nhid=512, embedding="learned-untied")
-    p = count_params(LSTMLM(cfg))
+    p = count_params(LM(cfg))
     assert p["embedding_trainable"] == 2 * 33278 * 512
     assert 0.88 < p["embedding_trainable"] / p["trainable"] < 0.90
 
@@ -108,10 +108,10 @@ SPLITS = {"both": {"fix": "both"}, "input": {"fix": "input"}, "output": {"fix": 
           "top+delta": {"fix": "both", "learn_top": K, "delta_rank": R}}
 
 
-def make_split(name: str, d=16, h=16, **kw) -> LSTMLM:
+def make_split(name: str, d=16, h=16, **kw) -> LM:
     cfg = ModelConfig(vocab_size=V, emsize=d, nhid=h, embedding="vectors", **SPLITS[name], **kw)
     top = torch.arange(V - 1, V - 1 - cfg.learn_top, -1) if cfg.learn_top else None
-    return LSTMLM(cfg, torch.linalg.qr(torch.randn(V, d))[0], top)
+    return LM(cfg, torch.linalg.qr(torch.randn(V, d))[0], top)
 
 
 def expected_counts(name: str, d=16, h=16) -> dict:
@@ -219,14 +219,14 @@ def test_split_state_dict_keys_and_tying():
 
 def test_bad_split_combinations_are_refused():
     with pytest.raises(ValueError, match="fix"):
-        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, fix="input"))  # learned + fix
+        LM(ModelConfig(vocab_size=V, emsize=8, nhid=8, fix="input"))  # learned + fix
     with pytest.raises(ValueError, match="fixed tied"):
         make_split("input", learn_top=2)
     with pytest.raises(ValueError, match="top_ids"):
-        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors", fix="both"),
+        LM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors", fix="both"),
                torch.randn(V, 8), torch.arange(2))
     with pytest.raises(ValueError, match="fix"):  # given vectors need their side said
-        LSTMLM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors"),
+        LM(ModelConfig(vocab_size=V, emsize=8, nhid=8, embedding="vectors"),
                torch.randn(V, 8))
 
 
@@ -239,7 +239,7 @@ def test_a_checkpoint_rebuilds_into_a_placeholder_model():
         m.delta.A.normal_()
     cfg = ModelConfig(vocab_size=V, emsize=16, nhid=16, embedding="vectors", fix="both",
                       learn_top=K, delta_rank=R)
-    back = LSTMLM(cfg, torch.zeros(V, 16))
+    back = LM(cfg, torch.zeros(V, 16))
     back.load_state_dict(m.state_dict())
     ids = torch.randint(0, V, (6, 2))
     assert torch.equal(back.output_weight, m.output_weight)

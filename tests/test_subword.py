@@ -259,7 +259,7 @@ def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir
 
     from lmfix.checkpoint import load_checkpoint
     from lmfix.data import count_words, read_text
-    from lmfix.model import LSTMLM, ModelConfig
+    from lmfix.model import LM, ModelConfig
     from lmfix.report import write_report
     from lmfix.train import TrainConfig, train
     monkeypatch.setenv("LMFIX_CACHE", str(tmp_path / "cache"))
@@ -271,7 +271,7 @@ def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir
     assert (tmp_path / "sp" / "tokenizer.model").is_file()
     corpus = load_corpus(str(tiny_corpus_dir), sp_config(vocab_size=280,
                                                          model_dir=str(tmp_path / "cache")))
-    model = LSTMLM(ModelConfig(**s["config"]["model"]))
+    model = LM(ModelConfig(**s["config"]["model"]))
     model.load_state_dict(load_checkpoint(tmp_path / "sp" / "best.pt")["model"])
     model.eval()
     stream = corpus.test.view(-1, 1)

@@ -42,11 +42,11 @@ def test_tiny_end_to_end_writes_a_complete_run_dir(tiny_corpus_dir, tmp_path):
 def test_perplexity_is_token_weighted_mean_nll(tiny_corpus_dir, tmp_path):
     """Independent check: recompute test ppl from the best checkpoint with plain logits."""
     from lmfix.data import batchify, load_corpus
-    from lmfix.model import LSTMLM, ModelConfig
+    from lmfix.model import LM, ModelConfig
     out = tmp_path / "run"
     s = train(run_cfg(tiny_corpus_dir, out, epochs=1), progress=False)
     corpus = load_corpus(str(tiny_corpus_dir))
-    model = LSTMLM(ModelConfig(**s["config"]["model"]))
+    model = LM(ModelConfig(**s["config"]["model"]))
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     model.eval()
     data = batchify(corpus.test, 10)
