@@ -81,6 +81,7 @@ class _Parser(argparse.ArgumentParser):
     (argparse would print the whole usage block first)."""
 
     def error(self, message: str):
+        message = " ".join(message.split("\n"))  # one line, whatever a value held
         self.exit(2, f"lmfix: error: {message} (see: {self.prog} --help)\n")
 
 

@@ -76,7 +76,9 @@ class Range:
         """The value of the flag text ``text``; ValueError naming the range if not allowed."""
         value = _parse_int(text) if self.integer else _parse_float(text)
         if value is None or not self._in_range(value):
-            raise ValueError(f"{text} is not {self.allowed}")
+            # a value with a line break or control character is quoted: one line, readable
+            shown = text if text.isprintable() else repr(text)
+            raise ValueError(f"{shown} is not {self.allowed}")
         return value
 
     def __call__(self, text: str):

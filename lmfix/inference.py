@@ -354,9 +354,14 @@ class _Reader:
         return feats.view(tokens.size(0), self.samples, -1)[-1]
 
 
+GREEDY_BELOW = 1e-30  # a smaller T leaves every other token a float32 weight of exactly 0
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
             gen: torch.Generator) -> torch.Tensor:
-    if top_k == 1:
+    if top_k == 1 or temperature < GREEDY_BELOW:
+        # (below ~1.4e-45 T itself is 0 in float32, and 0 / 0 made the NaNs multinomial
+        # refused: found by tests/test_inference_fuzz.py)
         return logits.argmax(-1)
     # The maximum subtracted first, as softmax does inside: (logits - max) / T is ≤ 0, and 0
     # for the likeliest token, for any T > 0 (at worst -inf elsewhere: greedy), where

@@ -3,18 +3,25 @@
 
 The reference is written here, as pytorch/examples word_language_model does it: tied
 nn.Embedding + nn.LSTM + nn.Linear decoder sharing the weight, dropout, log-softmax + NLL,
-clip 0.25, manual SGD update. All variants run on the same WikiText-2 batches (random ids with
+clip 0.25, manual SGD update; with ``--model transformer`` its ``TransformerModel`` (read at
+77f55b9): nn.TransformerEncoder layers (post-LayerNorm, ReLU, dropout 0.1 inside them),
+embedding × √d + sinusoidal positions, the log(tril) causal mask, an untied nn.Linear decoder,
+the same loss and update (the 6-layer decoder it builds and never calls is left out: it costs
+memory, not time). lmfix's variants run its own Transformer at the same sizes (emsize = nhid
+= d, 2 layers, 2 heads). All variants run on the same WikiText-2 batches (random ids with
 the same vocabulary size if the corpus is absent), interleaved window by window so machine
 noise hits them alike; each figure is the median of the timed windows after a warm-up.
 
     python scripts/bench.py --dims 200 512 --windows 5
     python scripts/bench.py --json > bench.json
     python scripts/bench.py --memory      # also peak RSS of `lmfix train` at d = 512
+    python scripts/bench.py --model transformer --dims 200 512
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import statistics
 import subprocess
@@ -57,6 +64,38 @@ class ReferenceLM(nn.Module):
         out, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
         decoded = self.decoder(self.drop(out)).view(-1, self.decoder.out_features)
         return F.log_softmax(decoded, dim=1), hidden
+
+
+class ReferenceTransformer(nn.Module):
+    """pytorch/examples word_language_model TransformerModel, its forward as written there."""
+
+    def __init__(self, ntoken: int, d: int, nhead: int = 2, nlayers: int = 2,
+                 dropout: float = 0.2, max_len: int = 5000):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d, nhead, dim_feedforward=d)  # dropout 0.1 inside
+        self.encoder = nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
+        self.drop = nn.Dropout(dropout)
+        pe = torch.zeros(max_len, d)
+        position = torch.arange(0, max_len, dtype=torch.float).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d, 2).float() * (-math.log(10000.0) / d))
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(position * div), torch.cos(position * div)
+        self.register_buffer("pe", pe.unsqueeze(1))
+        self.input_emb = nn.Embedding(ntoken, d)
+        self.decoder = nn.Linear(d, ntoken)
+        nn.init.uniform_(self.input_emb.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        self.d, self.mask = d, None
+
+    def init_hidden(self, bsz):
+        return ()
+
+    def forward(self, x, hidden=()):
+        if self.mask is None or self.mask.size(0) != len(x):
+            self.mask = torch.log(torch.tril(torch.ones(len(x), len(x)))).to(x.device)
+        src = self.drop(self.input_emb(x) * math.sqrt(self.d) + self.pe[: x.size(0)])
+        out = self.decoder(self.encoder(src, mask=self.mask))
+        return F.log_softmax(out, dim=-1).view(-1, out.size(-1)), hidden
 
 
 def _autocast(x, amp: bool):
@@ -112,21 +151,27 @@ def lmfix_eval(model, x, y, hidden, amp=False):
     return hidden
 
 
-def make_variants(V: int, d: int, fixed_matrix: torch.Tensor) -> dict:
+def make_variants(V: int, d: int, fixed_matrix: torch.Tensor, model: str = "lstm") -> dict:
     torch.manual_seed(0)
-    out = {"reference": ReferenceLM(V, d)}
+    ref = ReferenceTransformer(V, d) if model == "transformer" else ReferenceLM(V, d)
+    out = {"reference": ref}
     for name, mode, fix in (("learned", "learned", None), ("learned-untied", "learned-untied", None),
                             ("fixed", "vectors", "both")):
-        cfg = ModelConfig(vocab_size=V, emsize=d, nhid=d, embedding=mode, fix=fix)
+        cfg = ModelConfig(vocab_size=V, emsize=d, nhid=d, embedding=mode, fix=fix, model=model,
+                          context=35)
         out[name] = LM(cfg, fixed_matrix if mode == "vectors" else None)
     return out
 
 
-def flops_per_token(mode: str, V: int, d: int, nlayers: int = 2, train: bool = True) -> float:
-    """Matrix-product FLOPs per token: LSTM and output layer. Forward: 2·4·d·2d per LSTM
-    layer and 2·V·d for the output; training adds the LSTM's backward (2×) and the output's
-    input gradient, plus its weight gradient unless the weight is fixed."""
-    lstm = sum(2 * 4 * d * (d + d) for _ in range(nlayers))
+def flops_per_token(mode: str, V: int, d: int, nlayers: int = 2, train: bool = True,
+                    model: str = "lstm", bptt: int = 35) -> float:
+    """Matrix-product FLOPs per token: the sequence model and output layer. Forward: 2·4·d·2d
+    per LSTM layer (a Transformer layer: 2·(4d² + 2d²) for q, k, v, out and the d-wide
+    feed-forward, plus 2·2·T·d for attention over T = bptt) and 2·V·d for the output; training
+    adds the core's backward (2×) and the output's input gradient, plus its weight gradient
+    unless the weight is fixed."""
+    per_layer = 2 * 6 * d * d + 4 * bptt * d if model == "transformer" else 2 * 4 * d * (d + d)
+    lstm = per_layer * nlayers
     out = 2 * V * d
     if not train:
         return lstm + out
@@ -214,14 +259,16 @@ def peak_rss_mb(embedding: str, data: Path) -> float:
 
 
 def bench_dims(dims, stream: torch.Tensor, V: int, steps: int, windows: int,
-               device: str = "cpu", amp: bool = False, matmul_n: int = 2048) -> tuple[float, dict]:
+               device: str = "cpu", amp: bool = False, matmul_n: int = 2048,
+               model: str = "lstm") -> tuple[float, dict]:
     """(matmul rate, {d: {variant: row}}) on ``device``; ``amp``: bfloat16 autocast (and a
     bfloat16 matmul rate). TF32 is whatever torch.backends says when this is called."""
     rate = matmul_rate(matmul_n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
     out = {}
     for d in dims:
         fixed = torch.linalg.qr(torch.randn(V, d, generator=torch.Generator().manual_seed(0)))[0]
-        variants = {k: m.to(device) for k, m in make_variants(V, d, fixed * (V / d) ** 0.5).items()}
+        variants = {k: m.to(device) for k, m in make_variants(V, d, fixed * (V / d) ** 0.5,
+                                                               model).items()}
         tr = time_windows(variants, batchify(stream, 20).to(device), 35, steps, windows,
                           train=True, amp=amp)
         ev = time_windows(variants, batchify(stream, 10).to(device), 35, steps * 2, windows,
@@ -231,9 +278,10 @@ def bench_dims(dims, stream: torch.Tensor, V: int, steps: int, windows: int,
             mode = "learned" if name == "reference" else name
             rows[name] = {
                 "train_tok_s": tr[name], "train_ratio": tr[name] / tr["reference"],
-                "train_flop_frac": tr[name] * flops_per_token(mode, V, d) / rate,
+                "train_flop_frac": tr[name] * flops_per_token(mode, V, d, model=model) / rate,
                 "eval_tok_s": ev[name], "eval_ratio": ev[name] / ev["reference"],
-                "eval_flop_frac": ev[name] * flops_per_token(mode, V, d, train=False) / rate}
+                "eval_flop_frac": ev[name] * flops_per_token(mode, V, d, train=False,
+                                                             model=model) / rate}
         out[d] = rows
     return rate, out
 
@@ -259,8 +307,10 @@ def main() -> None:
     ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in cuBLAS and cuDNN "
                     "(without it both are off: exact float32)")
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast, as lmfix --amp")
+    ap.add_argument("--model", choices=("lstm", "transformer"), default="lstm",
+                    help="the example's LSTM (default) or its TransformerModel, against lmfix's")
     a = ap.parse_args()
-    from lmfix.train import check_amp, set_tf32
+    from lmfix.device import check_amp, set_tf32
     device = torch.device(a.device)
     set_tf32(device, a.tf32)
     if a.amp:
@@ -270,11 +320,13 @@ def main() -> None:
             raise SystemExit(f"bench.py: {e}") from None
     stream, V, data_name = load_stream(a.data)
     have_data = data_name != "random ids"
-    rate, dims = bench_dims(a.dims, stream, V, a.steps, a.windows, a.device, a.amp)
+    rate, dims = bench_dims(a.dims, stream, V, a.steps, a.windows, a.device, a.amp,
+                            model=a.model)
     precision = "bf16" if a.amp else "tf32" if a.tf32 and device.type == "cuda" else "fp32"
     results = {"machine": {"threads": torch.get_num_threads(), "matmul_gflops": rate / 1e9,
                            "torch": torch.__version__, "data": data_name,
-                           "device": str(device), "precision": precision}, "dims": dims}
+                           "device": str(device), "precision": precision, "model": a.model},
+               "dims": dims}
     if a.memory and have_data:
         untied, fixed_rss = peak_rss_mb("learned-untied", a.data), \
             peak_rss_mb("random-orthogonal", a.data)
@@ -286,9 +338,9 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     m = results["machine"]
-    print(f"torch {m['torch']}, {m['device']} {m['precision']}, {m['threads']} threads, matmul "
-          f"{m['matmul_gflops']:.0f} GFLOP/s (2048^3), data: {m['data']}, batch 20 x bptt 35 "
-          "(eval batch 10)")
+    print(f"{m['model']}: torch {m['torch']}, {m['device']} {m['precision']}, {m['threads']} "
+          f"threads, matmul {m['matmul_gflops']:.0f} GFLOP/s (2048^3), data: {m['data']}, "
+          "batch 20 x bptt 35 (eval batch 10)")
     for d, rows in results["dims"].items():
         print(f"\nd = {d}\n{'variant':16} {'train tok/s':>11} {'ratio':>6} {'%peak':>6} "
               f"{'eval tok/s':>11} {'ratio':>6} {'%peak':>6}")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (scripts/bench.py)
 
 from lmfix.errors import LmfixError  # noqa: E402
-from lmfix.train import check_amp, set_tf32  # noqa: E402
+from lmfix.device import check_amp, set_tf32  # noqa: E402
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="batches per window")
     ap.add_argument("--windows", type=int, default=3, help="timed windows per variant (median)")
     ap.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-rate matmul")
+    ap.add_argument("--models", nargs="+", choices=("lstm", "transformer"),
+                    default=["lstm", "transformer"], help="each against the example's own")
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -60,17 +62,20 @@ def main() -> None:
                 continue
         note = " (TF32 has no effect on a CPU: same as fp32)" if p == "tf32" and \
             device.type != "cuda" else ""
-        rate, dims = bench.bench_dims(a.dims, stream, V, a.steps, a.windows, a.device, amp,
-                                      a.matmul_n)
-        results["precisions"][p] = {"matmul_gflops": rate / 1e9, "dims": dims}
+        models = {}
+        for model in a.models:
+            rate, models[model] = bench.bench_dims(a.dims, stream, V, a.steps, a.windows,
+                                                   a.device, amp, a.matmul_n, model=model)
+        results["precisions"][p] = {"matmul_gflops": rate / 1e9, "models": models}
         print(f"\n{p}{note}: matmul {rate / 1e9:.0f} GFLOP/s ({a.matmul_n}^3)")
-        for d, rows in dims.items():
-            print(f"d = {d}\n{'variant':16} {'train tok/s':>11} {'ratio':>6} {'%peak':>6} "
-                  f"{'eval tok/s':>11} {'ratio':>6} {'%peak':>6}")
-            for n, r in rows.items():
-                print(f"{n:16} {r['train_tok_s']:11.0f} {r['train_ratio']:6.2f} "
-                      f"{100 * r['train_flop_frac']:5.0f}% {r['eval_tok_s']:11.0f} "
-                      f"{r['eval_ratio']:6.2f} {100 * r['eval_flop_frac']:5.0f}%")
+        for model, dims in models.items():
+            for d, rows in dims.items():
+                print(f"{model}, d = {d}\n{'variant':16} {'train tok/s':>11} {'ratio':>6} "
+                      f"{'%peak':>6} {'eval tok/s':>11} {'ratio':>6} {'%peak':>6}")
+                for n, r in rows.items():
+                    print(f"{n:16} {r['train_tok_s']:11.0f} {r['train_ratio']:6.2f} "
+                          f"{100 * r['train_flop_frac']:5.0f}% {r['eval_tok_s']:11.0f} "
+                          f"{r['eval_ratio']:6.2f} {100 * r['eval_flop_frac']:5.0f}%")
     set_tf32(device, False)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2))

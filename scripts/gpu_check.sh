@@ -9,10 +9,12 @@
 # recorded and the next one runs):
 #   (a) tests   the CUDA-only tests: pytest -q tests/test_loss.py -k cuda
 #   (b) bench   tokens/s of learned, learned-untied and fixed at d = 512 against the PyTorch
-#               example's algorithm, train and eval, in fp32, TF32 and bf16 (scripts/gpu_bench.py,
+#               example's algorithm (its LSTM and its TransformerModel), train and eval, in
+#               fp32, TF32 and bf16 (scripts/gpu_bench.py,
 #               timing from scripts/bench.py) -> OUT_DIR/bench.json
 #   (c) epoch   one full WikiText-2 epoch at d = 512 with `lmfix train`, in fp32, --tf32 and
-#               --amp (validation on the first 20k tokens) -> OUT_DIR/epoch-*/
+#               --amp, and the Transformer in fp32 and --amp (validation on the first 20k
+#               tokens) -> OUT_DIR/epoch-*/
 #   (d) paper   `lmfix run --preset paper --jobs 5 --max-minutes M`: all five variants at once
 #               for M minutes (default: what the 9-minute budget leaves, 0.5..3) -> OUT_DIR/paper/
 #   (e) summary one block with all of it -> OUT_DIR/summary.txt, OUT_DIR/summary.json
@@ -156,7 +158,8 @@ cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }  # mi
 
 # ---- (a) CUDA-only tests -----------------------------------------------------------------------
 if has pytest; then
-    step tests "$(cap 120)" "$py" -m pytest -q -p no:cacheprovider tests/test_loss.py -k cuda
+    step tests "$(cap 120)" "$py" -m pytest -q -p no:cacheprovider tests/test_loss.py \
+        tests/test_models.py -k cuda
 else
     skip tests "pytest is not installed"
 fi
@@ -182,6 +185,11 @@ for p in $precisions; do
     fi
     step "epoch-$p" "$limit" "$py" -m lmfix train --data "$data" --out "$out/epoch-$p" --force --quiet \
         --device "$device" --epochs 1 "${sizes[@]}" "${flag[@]}"
+    if [ "$p" != tf32 ]; then  # the Transformer: its own defaults (AdamW), SDPA's kernels
+        step "epoch-transformer-$p" "$limit" "$py" -m lmfix train --data "$data" \
+            --out "$out/epoch-transformer-$p" --force --quiet --device "$device" --epochs 1 \
+            --model transformer --nhead 4 "${sizes[@]}" "${flag[@]}"
+    fi
 done
 
 # ---- (d) the paper comparison, shortened, all five variants at once ------------------------------

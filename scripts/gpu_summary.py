@@ -123,13 +123,15 @@ def render(info: dict) -> str:
             if "skipped" in r:
                 L.append(f"  {prec}: skipped: {r['skipped']}")
                 continue
-            for d, rows in r.get("dims", {}).items():
-                L.append(f"  {prec} d = {d}: {'variant':15} {'train tok/s':>12} {'ratio':>6} "
-                         f"{'eval tok/s':>12} {'ratio':>6}")
-                for name, row in rows.items():
-                    L.append(f"  {'':{len(prec) + len(str(d)) + 6}}{name:15} "
-                             f"{_f(row['train_tok_s']):>12} {row['train_ratio']:6.2f} "
-                             f"{_f(row['eval_tok_s']):>12} {row['eval_ratio']:6.2f}")
+            for model, dims in r.get("models", {}).items():
+                for d, rows in dims.items():
+                    head = f"{prec} {model} d = {d}: "
+                    L.append(f"  {head}{'variant':15} {'train tok/s':>12} {'ratio':>6} "
+                             f"{'eval tok/s':>12} {'ratio':>6}")
+                    for name, row in rows.items():
+                        L.append(f"  {'':{len(head)}}{name:15} "
+                                 f"{_f(row['train_tok_s']):>12} {row['train_ratio']:6.2f} "
+                                 f"{_f(row['eval_tok_s']):>12} {row['eval_ratio']:6.2f}")
     e = info.get("epochs") or {}
     if e:
         L.append("(c) one training epoch (lmfix train --epochs 1):")

@@ -28,12 +28,15 @@ def test_cpu_smoke_runs_every_step_and_writes_the_summary(tiny_corpus_dir, tmp_p
     r = gpu_check("--cpu-smoke", str(tiny_corpus_dir), str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
-    assert [s[0] for s in steps] == ["tests", "bench", "epoch-fp32", "paper"]
+    assert [s[0] for s in steps] == ["tests", "bench", "epoch-fp32", "epoch-transformer-fp32",
+                                     "paper"]
     assert all(s[1] == "ok" for s in steps), steps
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("==== gpu_check summary (cpu-smoke)") and summary in r.stdout
     info = json.loads((out / "summary.json").read_text())
-    assert info["bench"]["precisions"]["fp32"]["dims"]["16"]["fixed"]["train_tok_s"] > 0
+    for model in ("lstm", "transformer"):
+        assert info["bench"]["precisions"]["fp32"]["models"][model]["16"]["fixed"][
+            "train_tok_s"] > 0
     assert info["epochs"]["fp32"]["epoch_seconds"] > 0
     assert sorted(run["name"] for run in info["paper"]["runs"]) == sorted(
         ["learned", "learned-untied", "word2vec", "pmi", "random-orthogonal"])

@@ -214,3 +214,22 @@ def test_transformer_stopped_mid_epoch_resumes_bit_for_bit(tiny_corpus_dir, tmp_
     assert load_checkpoint(out / "checkpoint.pt")["state"]["batch"] == 6
     again = resume(out, progress=False)
     assert (again["val_loss"], again["test_loss"]) == (ref["val_loss"], ref["test_loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", ["transformer", "gru"])
+def test_cuda_matches_cpu_and_trains_in_bf16(model):
+    """On a GPU (scripts/gpu_check.sh runs this): SDPA's fused kernels and cuDNN score what
+    the CPU scores, and a bf16 autocast step runs."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    m = make(model, "fixed").eval()
+    source = torch.randint(0, V, (30, 4))
+    cpu = evaluation.mean_nll(m, source, 8)[0]
+    gpu = evaluation.mean_nll(m.cuda(), source.cuda(), 8)[0]
+    assert gpu == pytest.approx(cpu, rel=1e-4)
+    m.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, _ = m(source[:8].cuda(), m.init_hidden(4))
+        loss = m.loss(out, source[1:9].reshape(-1).cuda())
+    loss.backward()
+    assert math.isfinite(loss.item())
