@@ -6,8 +6,9 @@ Every point trains `lmfix train --model transformer` at the quick preset's size 
 (d = 64, nhid 64, 2 layers, 2 heads, no dropout, the first 300k training tokens once), one
 thread each, validation on the first 50k tokens, into OUT/NAME; then `lmfix report OUT` makes
 the table (docs/results.md shows it). The points: the example's SGD at lr 20 and 5 (its README
-suggests 5 for the Transformer), AdamW at 3e-4 … 1e-2 with and without a linear warm-up, the
-clip, pre- vs post-LayerNorm and learned vs sinusoidal positions around the best. Finished
+suggests 5 for the Transformer), AdamW at 3e-4 … 1e-2, with and without a linear warm-up, the
+clip, pre- vs post-LayerNorm and learned vs sinusoidal positions at 3e-3. Each point gives every
+setting the Transformer's defaults touch, so none inherits a default. Finished
 points are kept (rerun to resume); ``--jobs`` runs several at once.
 """
 
@@ -23,23 +24,27 @@ from pathlib import Path
 BASE = ["--model", "transformer", "--emsize", "64", "--nhid", "64", "--nhead", "2",
         "--dropout", "0", "--epochs", "1", "--max-train-tokens", "300000",
         "--max-eval-tokens", "50000", "--log-interval", "50", "--quiet"]
+# Every training setting the model defaults touch is given, so no point inherits a default.
+SGD = ["--optimizer", "sgd", "--clip", "0.25", "--warmup", "0"]
+PRE = ["--norm", "pre", "--positions", "sinusoidal"]
+
+
+def adamw(lr: str, warmup: int = 0, clip: str = "1", arch: list[str] = PRE) -> list[str]:
+    return ["--optimizer", "adamw", "--lr", lr, "--warmup", str(warmup), "--clip", clip, *arch]
+
+
 POINTS = {  # name -> flags beside BASE
-    "sgd-lr20": ["--optimizer", "sgd", "--lr", "20", "--clip", "0.25"],
-    "sgd-lr5": ["--optimizer", "sgd", "--lr", "5", "--clip", "0.25"],
-    "adamw-3e-4": ["--optimizer", "adamw", "--lr", "3e-4", "--clip", "1"],
-    "adamw-1e-3": ["--optimizer", "adamw", "--lr", "1e-3", "--clip", "1"],
-    "adamw-3e-3": ["--optimizer", "adamw", "--lr", "3e-3", "--clip", "1"],
-    "adamw-1e-2": ["--optimizer", "adamw", "--lr", "1e-2", "--clip", "1"],
-    "adamw-1e-3-warmup100": ["--optimizer", "adamw", "--lr", "1e-3", "--clip", "1",
-                             "--warmup", "100"],
-    "adamw-3e-3-warmup100": ["--optimizer", "adamw", "--lr", "3e-3", "--clip", "1",
-                             "--warmup", "100"],
-    "adamw-3e-3-warmup100-clip0.25": ["--optimizer", "adamw", "--lr", "3e-3", "--clip", "0.25",
-                                      "--warmup", "100"],
-    "adamw-3e-3-warmup100-post": ["--optimizer", "adamw", "--lr", "3e-3", "--clip", "1",
-                                  "--warmup", "100", "--norm", "post"],
-    "adamw-3e-3-warmup100-learned-pos": ["--optimizer", "adamw", "--lr", "3e-3", "--clip", "1",
-                                         "--warmup", "100", "--positions", "learned"],
+    "sgd-lr20": [*SGD, "--lr", "20", *PRE],
+    "sgd-lr5": [*SGD, "--lr", "5", *PRE],
+    "adamw-3e-4": adamw("3e-4"),
+    "adamw-1e-3": adamw("1e-3"),
+    "adamw-3e-3": adamw("3e-3"),
+    "adamw-1e-2": adamw("1e-2"),
+    "adamw-3e-3-warmup100": adamw("3e-3", 100),
+    "adamw-1e-2-warmup100": adamw("1e-2", 100),
+    "adamw-3e-3-clip0.25": adamw("3e-3", clip="0.25"),
+    "adamw-3e-3-post": adamw("3e-3", arch=["--norm", "post", "--positions", "sinusoidal"]),
+    "adamw-3e-3-learned-pos": adamw("3e-3", arch=["--norm", "pre", "--positions", "learned"]),
 }
 
 

@@ -16,7 +16,7 @@ HEAD = ("| variant | tied | trainable params | fixed params | total params | val
         "| test word ppl | device |\n|:---|:---|---:|---:|---:|---:|---:|---:|:---|\n")
 README = f"""# lmfix
 
-## Results: the quick preset on a 2-core CPU
+## What the quick preset shows
 
 Some words.
 
@@ -93,7 +93,9 @@ def test_readme_table_parses(heading):
     readme = check.first_table(check.section_lines(text, heading))
     assert readme and all(r["variant"] for r in readme)
     for r in readme:
-        for col in check.PPL_COLUMNS + check.PARAM_COLUMNS:
+        cols = [c for c in check.PPL_COLUMNS + check.PARAM_COLUMNS if c in r]
+        assert any(c in check.PPL_COLUMNS for c in cols)
+        for col in cols:
             assert check.number(r[col]) is not None, (r["variant"], col)
 
 
