@@ -61,8 +61,9 @@ def cpu_capability() -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    n = torch.get_num_threads()
     return (f"{platform.processor() or platform.machine()} CPU ({cpu_capability()}), "
-            f"{torch.get_num_threads()} threads")
+            f"{n} thread{'s' if n != 1 else ''}")
 
 
 def describe(device: torch.device) -> dict:

@@ -338,22 +338,26 @@ def _remove_stale(path: Path) -> None:
         raise LmfixError(f"cannot remove stale {path}: {e.strerror or e}")
 
 
-def _intrinsic(done: list[dict]) -> list[dict]:
-    """Runs whose embedding file has scores beside it (FILE.intrinsic.json): their word
-    similarity and analogy figures next to their perplexity."""
+def _intrinsic(variants: list[dict]) -> list[dict]:
+    """Variants whose embedding files have scores beside them (FILE.intrinsic.json): their
+    word similarity and analogy figures (means over the seeds' files) next to their mean
+    perplexity."""
     out = []
-    for run in done:
-        s = run["summary"]
-        scores = read_scores(s["embedding"]) if s["embedding"] not in (
-            LEARNED_SPECS + BASIS_SPECS) else None
-        if scores is None:
+    for v in variants:
+        files = [r["summary"]["embedding"] for r in v["_runs"]]
+        if any(f in LEARNED_SPECS + BASIS_SPECS for f in files):
             continue
-        h = headline(scores)
-        out.append({"name": run["label"], "embedding_file": Path(s["embedding"]).name,
-                    "fix": s.get("fix"), "val_ppl": s["val_ppl"],
-                    "wordsim353": h["wordsim353"], "simlex999": h["simlex999"],
-                    "analogies": h["analogies"],
-                    "analogies_oov_pct": (scores.get("analogies") or {}).get("oov_pct")})
+        scores = [read_scores(f) for f in files]
+        if any(s is None for s in scores):
+            continue
+        heads = [headline(s) for s in scores]
+        mean = {k: (sum(h[k] for h in heads) / len(heads)
+                    if all(_is_num(h[k]) for h in heads) else None) for k in heads[0]}
+        oov = (scores[0].get("analogies") or {}).get("oov_pct")
+        out.append({"name": v["name"], "embedding_file": ", ".join(Path(f).name for f in files),
+                    "fix": v.get("fix"), "val_ppl": v["val_ppl"],
+                    "wordsim353": mean["wordsim353"], "simlex999": mean["simlex999"],
+                    "analogies": mean["analogies"], "analogies_oov_pct": oov})
     return out
 
 
@@ -447,7 +451,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, baseline: str | None = Non
                           "error": r["error"], "updated": r["updated"]} for r in pending],
         "plots": plot_files,
         "pareto_front": front,
-        "intrinsic": _intrinsic(done),
+        "intrinsic": _intrinsic(variants),
         "notes": notes,
         "environment": _environment(rows),
     })

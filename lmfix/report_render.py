@@ -188,7 +188,8 @@ INTRINSIC_TEXT = (
     "own copies of WordSim-353, SimLex-999 and the Google analogies, case-insensitively "
     "(FILE.intrinsic.json; `lmfix evaluate-embeddings` prints them, with the share of "
     "pairs skipped as out of vocabulary). The analogy OOV column is the share of the "
-    "19,544 questions skipped for a word the vectors lack.")
+    "19,544 questions skipped for a word the vectors lack. With several seeds, each seed's "
+    "run has its own file, and the scores are their means.")
 
 
 def _fmt_score(x: Any) -> str:
