@@ -52,7 +52,7 @@ def top_pair_pmi(lines: list[str]) -> float:
 def test_word_to_word_structure_that_iid_text_lacks():
     chain = mc.make(2000, 60000, seed=1, markov=0.6, eval_tokens=(10, 10))["train"]
     iid = mc.make(2000, 60000, seed=1, markov=0.0, eval_tokens=(10, 10))["train"]
-    assert top_pair_pmi(chain) > 2.0 > top_pair_pmi(iid)
+    assert top_pair_pmi(chain) > 1.0 > 0.5 > top_pair_pmi(iid)  # measured: 2.04 and 0.06
 
 
 def test_impossible_sizes_are_one_line(tmp_path, capsys):
