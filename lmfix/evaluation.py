@@ -85,7 +85,7 @@ def windows(rows: int, width: int):
     """The sliding window of a model without carried state, over a column of ``rows``:
     each window reads at most ``width`` inputs and scores its last ``stride`` = width // 2
     targets (the first window all of its own), so every target is scored once and each one
-    after the first window sees at least width − stride + 1 tokens, itself included."""
+    after the first window is predicted from at least width − stride + 1 previous tokens."""
     stride = max(1, width // 2)
     first, end = 1, min(width + 1, rows)
     while first < rows:

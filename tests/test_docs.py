@@ -66,5 +66,17 @@ def test_readme_is_one_screen_and_points_to_the_reference():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 250
     for doc in ("cli.md", "results.md", "embeddings.md", "running.md", "performance.md",
-                "api.md"):
+                "api.md", "models.md"):
         assert (ROOT / "docs" / doc).is_file() and f"docs/{doc}" in text, doc
+
+
+def test_models_doc_states_each_model_default():
+    """docs/models.md spells out MODEL_DEFAULTS; changing a default without the doc fails."""
+    from lmfix.config import MODEL_DEFAULTS
+    from lmfix.flags import format_number
+
+    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    for model, defaults in MODEL_DEFAULTS.items():
+        for name, value in defaults.items():
+            flag = f"--{name.replace('_', '-')} {format_number(value)}"
+            assert flag in text, f"docs/models.md does not state {model}'s {flag}"

@@ -3,6 +3,7 @@
 worker with a checkpoint (exit 143) and a rerun resumes them all."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -112,6 +113,9 @@ def test_sigterm_stops_every_worker_and_a_rerun_resumes_them(tiny_corpus_dir, tm
         assert status(d)["status"] == "finished" and (d / "summary.json").is_file()
         if states[d.name] == "interrupted":
             assert f"{d.name}: resuming from its last checkpoint" in std.out
+            # the time printed is the run's, not just the resumed process's
+            assert re.search(rf"{d.name}: finished in .* after resuming \(.* of training in "
+                             r"all\)", std.out)
             assert "resuming from its last checkpoint" in (out / "logs" / f"{d.name}.log").read_text()
     assert (out / "report.md").is_file()
 
