@@ -198,7 +198,8 @@ def _ended(job: _Job, rc: int, failed: dict[str, str], logs: Path) -> None:
     out = RunDir(job.out)
     if rc == 0 and out.finished:
         s = out.read_summary()
-        if job.action == "resume" and s.get("wall_s"):  # this process's time alone would understate the run's
+        # a resumed worker's own time would understate the run's
+        if job.action == "resume" and s.get("wall_s"):
             took = f"{took} after resuming ({_took(s['wall_s'])} of training in all)"
         print(f"{job.name}: finished in {took} | valid ppl {s['val_ppl']:.2f} | "
               f"test ppl {s['test_ppl']:.2f}", flush=True)
