@@ -179,6 +179,7 @@ def test_generation_streams_and_a_stopped_one_keeps_its_text(tiny_run):
                                                             "SIGTERM")
 
 
+@pytest.mark.processes
 def test_a_signal_twice_during_shutdown_leaves_one_line(tiny_run):
     """SIGTERM while evaluate --file blocks on a pipe: in 4 of 6 tries the one-line message
     was followed by a traceback from the handler running again during shutdown."""
@@ -242,6 +243,7 @@ def _second(args, cwd) -> tuple[int, str]:
 LONG = [*TINY, "--epochs", "100000", "--checkpoint-every", "0"]
 
 
+@pytest.mark.processes
 def test_two_trains_or_a_run_and_a_train_never_share_a_directory(tiny_corpus_dir, tmp_path):
     run_dir = tmp_path / "r"
     holder = _start(["train", "--data", str(tiny_corpus_dir), "--out", str(run_dir), *LONG],
@@ -263,6 +265,7 @@ def test_two_trains_or_a_run_and_a_train_never_share_a_directory(tiny_corpus_dir
         holder.kill()
 
 
+@pytest.mark.processes
 def test_two_runs_into_one_out_exactly_one_proceeds(tiny_corpus_dir, tmp_path):
     """The second `lmfix run` planned the variant fresh, deleted the first's files, and both
     trained one directory (metrics.jsonl with two records per step), both exiting 0."""

@@ -28,6 +28,7 @@ def status(run_dir: Path) -> dict:
     return json.loads((run_dir / "status.json").read_text())
 
 
+@pytest.mark.processes
 def test_jobs_2_gives_the_rows_of_jobs_1_and_a_failing_variant_stops_nothing(
         tiny_corpus_dir, tmp_path, capsys):
     one, two = tmp_path / "one", tmp_path / "two"
@@ -79,6 +80,7 @@ def _sigterm_when_training(run_dirs: list[Path], done: threading.Event) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.processes
 def test_sigterm_stops_every_worker_and_a_rerun_resumes_them(tiny_corpus_dir, tmp_path, capsys):
     out = tmp_path / "out"
     # many epochs, bounded by --max-minutes (its clock is resumed with the run): the workers

@@ -39,6 +39,7 @@ def wait_for_mid_epoch_checkpoint(out, proc, timeout=60):
     raise AssertionError("no mid-epoch checkpoint appeared")
 
 
+@pytest.mark.processes
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_corpus_dir, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "killed"
     data = ["--data", tiny_corpus_dir]

@@ -8,6 +8,7 @@ training to the plotting and rendering stack that only ``lmfix report`` needs.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lmfix"
@@ -240,3 +241,17 @@ def test_inference_imports_the_model_not_training():
     assert not {"lmfix.train", "lmfix.train_state", "lmfix.run"} & reach("lmfix.inference")
     assert "lmfix.evaluation" in graph["lmfix.train"] and "lmfix.evaluation" in graph[
         "lmfix.inference"]
+
+
+def test_the_fast_lane_leaves_out_only_registered_markers():
+    """`pytest -m` with a misspelt marker silently selects everything; and a marker left out
+    of the lane's expression would slow the inner loop without anyone noticing."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "test.sh").read_text()
+    expr = re.search(r'fast=\(-m "([^"]+)"\)', script).group(1)
+    named = set(re.findall(r"not (\w+)", expr))
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    registered = {m.split(":")[0] for m in config["tool"]["pytest"]["ini_options"]["markers"]}
+    assert named == registered
