@@ -3,7 +3,7 @@
     lmfix run --preset quick --data ../shared/data/wikitext-2 --out runs/quick
     python scripts/check_readme_quick.py runs/quick [--readme README.md] [--tolerance 0.01]
 
-The frontier table likewise: ``python scripts/check_readme_quick.py runs/frontier-seeds --heading
+The frontier table likewise: ``python scripts/check_readme_quick.py runs/frontier --heading
 "## The parameter frontier"`` (the first table of the README section the heading starts).
 
 Rows are matched by variant, and every perplexity and parameter column the README's table has
