@@ -18,54 +18,24 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .corpus import SPLITS, Corpus, CorpusSource, RawText, check_learnable  # noqa: F401
+from .corpus_cache import load_encoded
 from .errors import LmfixError, first_line
+from .textfile import MAX_LINE_CHARS, FileRange, file_parts, text_chunks  # noqa: F401
 from .tokenizer import Tokenizer, TokenizerConfig
 from .vocab import EOS, Vocab
 
-SPLITS = ("train", "valid", "test")
 # Accepted file names per split: the example's renamed files, then the original archive's.
 _FILE_NAMES = {s: (f"{s}.txt", f"wiki.{s}.tokens") for s in SPLITS}
 _HUB_REPO = "Salesforce/wikitext"
 _HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 DEFAULT_HUB = "wikitext-2-v1"
-
-
-@dataclass
-class RawText:
-    """A corpus's lines per split, before tokenization."""
-
-    name: str
-    source: str
-    lines: dict[str, list[str]]
-    train_sha256: str
-
-
-@dataclass
-class Corpus:
-    name: str
-    source: str
-    tokenizer: Tokenizer
-    train: torch.Tensor
-    valid: torch.Tensor
-    test: torch.Tensor
-    train_sha256: str
-    unk_replaced: dict[str, int] = field(default_factory=dict)
-    # Word-level tokens (the example's count, <eos> included) and characters per split, so
-    # perplexity can be compared across tokenizations (lmfix.evaluation).
-    words: dict[str, int] = field(default_factory=dict)
-    chars: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def vocab(self) -> Vocab:
-        return self.tokenizer.vocab
-
-    def split(self, name: str) -> torch.Tensor:
-        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
 def sentences(ids: torch.Tensor, vocab: Vocab) -> list[list[str]]:
@@ -93,27 +63,24 @@ def count_chars(lines: list[str]) -> int:
 
 
 def tokenize(raw: RawText, tokenizer: Tokenizer) -> Corpus:
-    streams, unk = {}, {}
+    """A Corpus of lines already read, with a fitted tokenizer (in memory, no cache)."""
+    streams, unk, words = {}, {}, {}
     for s in SPLITS:
-        streams[s], unk[s] = tokenizer.encode(raw.lines[s])
-    distinct = streams["train"].unique()
-    if (distinct != tokenizer.vocab.index[EOS]).sum() < 2:
-        # Blank lines only, or one word: a model of it learns nothing, and its perplexity
-        # (1.00 for three splits of blank lines) would look like a result.
-        raise LmfixError(f"{raw.source}: the training split has "
-                         f"{int((distinct != tokenizer.vocab.index[EOS]).sum())} distinct "
-                         f"token(s) besides {EOS}: nothing to learn (at least 2 are needed)")
+        parts = [tokenizer.encode_text(c) for c in line_chunks(raw.lines[s])]
+        streams[s] = torch.from_numpy(np.concatenate([p[0] for p in parts] or
+                                                     [np.empty(0, np.int32)]))
+        unk[s], words[s] = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    check_learnable(np.bincount(streams["train"].numpy(), minlength=len(tokenizer.vocab)),
+                    tokenizer.vocab.index[EOS], raw.source)
     return Corpus(raw.name, raw.source, tokenizer, streams["train"], streams["valid"],
-                  streams["test"], raw.train_sha256, unk, text_stats(raw, "words"),
-                  text_stats(raw, "chars"))
+                  streams["test"], raw.train_sha256, unk, words,
+                  {s: count_chars(raw.lines[s]) for s in SPLITS})
 
 
-def text_stats(raw: RawText, what: str) -> dict[str, int]:
-    count = count_words if what == "words" else count_chars
-    return {s: count(raw.lines[s]) for s in SPLITS}
-
-
-MAX_LINE_CHARS = 10_000_000  # WikiText-103's longest line is ~50k; an endless one must stop
+def line_chunks(lines: list[str], size: int = 1 << 16) -> Iterator[str]:
+    """Lines as text chunks of whole lines, each line ending in a newline."""
+    for i in range(0, len(lines), size):
+        yield "".join(t if t.endswith("\n") else t + "\n" for t in lines[i: i + size])
 
 
 def read_lines(path: str | os.PathLike, what: str = "lmfix expects word-level WikiText-style "
@@ -153,14 +120,11 @@ def text_lines(text) -> list[str]:
 
 
 def _bounded_lines(f, name: str) -> list[str]:
+    """The lines as readline gives them: each with its newline, the last as it is."""
     lines: list[str] = []
-    while line := f.readline(MAX_LINE_CHARS + 1):
-        if not lines:
-            line = line.removeprefix("\ufeff")  # a file opened as plain utf-8 keeps its BOM
-        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
-            raise LmfixError(f"{name}: line {len(lines) + 1:,} is longer than "
-                             f"{MAX_LINE_CHARS:,} characters (not line-based text?)")
-        lines.append(line)
+    for chunk in text_chunks(f, name, end_newline=False):
+        parts = chunk.split("\n")
+        lines += [t + "\n" for t in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     return lines
 
 
@@ -178,21 +142,37 @@ def find_split_files(directory: Path) -> dict[str, Path]:
     return files
 
 
-def read_directory(directory: str | os.PathLike) -> RawText:
+def open_directory(directory: str | os.PathLike) -> CorpusSource:
     directory = Path(directory)
     files = find_split_files(directory)
-    lines = {s: read_lines(p) for s, p in files.items()}
-    for s, p in files.items():
-        if not lines[s]:
-            raise LmfixError(f"{p}: the {s} split is empty (no tokens)")
-    # The checksum of the file's bytes, so it can be compared with published ones (e.g. the
+
+    def chunks(split: str) -> Iterator[str]:
+        path, empty = files[split], True
+        for chunk in FileRange(str(path), 0, path.stat().st_size).chunks():
+            empty = False
+            yield chunk
+        if empty:
+            raise LmfixError(f"{path}: the {split} split is empty (no tokens)")
+
+    # The checksum of each file's bytes, so it can be compared with published ones (e.g. the
     # sha256 in WikiText-2's SOURCE.md).
-    digest = hashlib.sha256(files["train"].read_bytes()).hexdigest()
-    return RawText(directory.name, str(directory.resolve()), lines, digest)
+    sha = {}
+    for s, p in files.items():
+        try:
+            with open(p, "rb") as f:
+                sha[s] = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            raise LmfixError(f"{p}: cannot read ({e.strerror or e})") from None
+    return CorpusSource(directory.name, str(directory.resolve()), sha, chunks,
+                        lambda split, n: file_parts(files[split], n))
 
 
-def read_hub(name: str = DEFAULT_HUB) -> RawText:
-    """WikiText from the Hugging Face hub through ``datasets`` (cached by ``datasets``).
+_HUB_BATCH = 20_000  # lines per batch read from a hub dataset's arrow table
+
+
+def open_hub(name: str = DEFAULT_HUB) -> CorpusSource:
+    """WikiText from the Hugging Face hub through ``datasets`` (cached by ``datasets``, whose
+    arrow tables are memory-mapped: the text is read a batch of lines at a time).
 
     ``name`` is a config of ``Salesforce/wikitext`` (``wikitext-2-v1``, ``wikitext-103-v1``) or
     ``OWNER/REPO:CONFIG`` for another dataset with a ``text`` column and the same splits.
@@ -210,16 +190,28 @@ def read_hub(name: str = DEFAULT_HUB) -> RawText:
             "      (or wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)\n"
             "  --data hub:wikitext-2-v1 with network access (cached after the first download)"
         ) from None
-    try:
-        lines = {s: [t if t.endswith("\n") else t + "\n" for t in ds[_HUB_SPLITS[s]]["text"]]
-                 for s in SPLITS}
-    except (KeyError, TypeError) as e:
-        raise LmfixError(f"hub dataset {repo} ({config}) lacks split/column {e}") from None
-    for s, split_lines in lines.items():
-        if not split_lines:
-            raise LmfixError(f"hub dataset {repo} ({config}): the {s} split has no tokens")
-    digest = hashlib.sha256("".join(lines["train"]).encode()).hexdigest()
-    return RawText(config or repo, f"hub:{repo}:{config}", lines, digest)
+
+    def chunks(split: str) -> Iterator[str]:
+        try:
+            table = ds[_HUB_SPLITS[split]]
+            batches = (b["text"] for b in table.iter(batch_size=_HUB_BATCH))
+            empty = True
+            for texts in batches:
+                if texts:
+                    empty = False
+                    yield "".join(t if t.endswith("\n") else t + "\n" for t in texts)
+        except (KeyError, TypeError) as e:
+            raise LmfixError(f"hub dataset {repo} ({config}) lacks split/column {e}") from None
+        if empty:
+            raise LmfixError(f"hub dataset {repo} ({config}): the {split} split has no tokens")
+
+    sha = {}
+    for s in SPLITS:  # the sha256 of the split's lines joined, each ending in a newline
+        h = hashlib.sha256()
+        for chunk in chunks(s):
+            h.update(chunk.encode("utf-8"))
+        sha[s] = h.hexdigest()
+    return CorpusSource(config or repo, f"hub:{repo}:{config}", sha, chunks)
 
 
 def resolve_data_spec(spec: str | None) -> str:
@@ -227,17 +219,29 @@ def resolve_data_spec(spec: str | None) -> str:
     return spec or os.environ.get("LMFIX_DATA") or f"hub:{DEFAULT_HUB}"
 
 
-def read_text(spec: str | None = None) -> RawText:
+def open_source(spec: str | None = None) -> CorpusSource:
     spec = resolve_data_spec(spec)
     if spec.startswith("hub:"):
-        return read_hub(spec[4:] or DEFAULT_HUB)
-    return read_directory(spec)
+        return open_hub(spec[4:] or DEFAULT_HUB)
+    return open_directory(spec)
+
+
+def read_directory(directory: str | os.PathLike) -> RawText:
+    return open_directory(directory).read()
+
+
+def read_hub(name: str = DEFAULT_HUB) -> RawText:
+    return open_hub(name).read()
+
+
+def read_text(spec: str | None = None) -> RawText:
+    return open_source(spec).read()
 
 
 def load_corpus(spec: str | None = None, tokenizer: TokenizerConfig | None = None) -> Corpus:
-    """Read and tokenize (word-level unless ``tokenizer`` says otherwise)."""
-    raw = read_text(spec)
-    return tokenize(raw, (tokenizer or TokenizerConfig()).fit(raw.lines["train"], raw.train_sha256))
+    """Read and tokenize (word-level unless ``tokenizer`` says otherwise), through the on-disk
+    id cache (:mod:`lmfix.corpus_cache`): a corpus already encoded is memory-mapped."""
+    return load_encoded(open_source(spec), tokenizer or TokenizerConfig())
 
 
 # Batch layout, as in the PyTorch word_language_model example. The token stream
@@ -266,4 +270,6 @@ def batchify(data: torch.Tensor, bsz: int, what: str = "the data") -> torch.Tens
 def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows i..i+L-1 as input and rows i+1..i+L as target (flattened), L ≤ bptt."""
     seq_len = min(bptt, len(source) - 1 - i)
-    return source[i: i + seq_len], source[i + 1: i + 1 + seq_len].reshape(-1)
+    # Ids may be stored compactly (int32, as the id cache keeps them); the model and loss
+    # index with int64.
+    return source[i: i + seq_len].long(), source[i + 1: i + 1 + seq_len].reshape(-1).long()

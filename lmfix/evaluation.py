@@ -60,10 +60,11 @@ def mean_nll(model, source: torch.Tensor, bptt: int, d: Dist = Dist(),
         for start, first, end in _chunks(model, source.size(0), bptt):
             if interrupted is not None and interrupted():
                 raise Stopped(interrupted())
-            out, hidden = model(source[start: end - 1], hidden)
+            # (ids may be stored as int32, as the id cache keeps them; the model takes int64)
+            out, hidden = model(source[start: end - 1].long(), hidden)
             # score the targets first..end-1 only: the window's earlier rows are its context
             out = out.view(end - 1 - start, source.size(1), -1)[first - 1 - start:]
-            y = source[first:end].reshape(-1)
+            y = source[first:end].reshape(-1).long()
             total += model.loss(out.reshape(-1, out.size(-1)), y, reduction="sum").double()
             ntok += y.numel()
     total, ntok = distributed.all_reduce_sum([total.item(), ntok], d, source.device)

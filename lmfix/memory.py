@@ -23,7 +23,10 @@ compare them with real models). The rest is an estimate of the training peak:
   parts, which then holds the combined V × d matrix too; with ``amp`` the plain form holds all
   bptt·batch × V logits (bfloat16, float32 log-softmax and its gradient);
 - fixed buffer: the V × emsize frozen vectors of given vectors (one buffer whichever side,
-  ``--fix``, keeps them fixed; none with ``--fix none``).
+  ``--fix``, keeps them fixed; none with ``--fix none``);
+- token ids: 8 bytes a token used (train, valid and test as trained and scored): the
+  corpus's int32 ids (memory-mapped from the id cache, resident once read) and their
+  batchified int32 copy. WikiText-2: 20 MB; WikiText-103: 0.9 GB, more than a d = 200 model.
 
 Checkpoints loaded at resume and the embedding file's copies while the model is built are
 transient and not counted. Measured on CPU (V = 33,278, d = nhid = 400, batch 20, bptt 35;
@@ -48,9 +51,11 @@ _MEMINFO = "/proc/meminfo"
 _CGROUP = "/sys/fs/cgroup"  # cgroup v2: a container's limit, which /proc/meminfo does not show
 _DTYPES = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}
 _LSTM_FLOATS_PER_UNIT = 10  # saved per layer, step, column and hidden unit (rough, see above)
-PARTS = ("parameters", "gradients", "optimizer", "activations", "loss", "fixed_buffer")
+PARTS = ("parameters", "gradients", "optimizer", "activations", "loss", "fixed_buffer", "data")
 _PART_NAMES = {"parameters": "parameters", "gradients": "gradients", "optimizer": "optimizer state",
-               "activations": "activations", "loss": "loss", "fixed_buffer": "fixed embedding"}
+               "activations": "activations", "loss": "loss", "fixed_buffer": "fixed embedding",
+               "data": "token ids"}
+_ID_BYTES = 4 * 2  # an int32 id, mapped, and its batchified copy
 
 
 # Gates per RNN cell: an LSTM's four (input, forget, cell, output), a GRU's three, an RNN's one.
@@ -116,8 +121,10 @@ def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int
                          eval_batch_size: int = 10, dtype_bytes: int = 4,
                          device_type: str = "cpu", amp: bool = False, fix: str | None = None,
                          learn_top: int = 0, delta_rank: int = 0, model: str = "lstm",
-                         nhead: int = 2, positions: str = "sinusoidal") -> dict[str, int]:
-    """Bytes of each part of a training run's peak (see the module docstring), and ``total``."""
+                         nhead: int = 2, positions: str = "sinusoidal",
+                         tokens: int = 0) -> dict[str, int]:
+    """Bytes of each part of a training run's peak (see the module docstring), and ``total``;
+    ``tokens``: how many token ids the run holds (train, valid and test, as used)."""
     V, d, h = vocab, emsize, nhid or emsize
     counts = param_counts(V, d, h, nlayers, embedding_mode, fix, learn_top, delta_rank, model,
                           positions, bptt)
@@ -157,7 +164,7 @@ def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int
     parts = {"parameters": params, "gradients": params,
              "optimizer": 0 if optimizer == "sgd" else 2 * params,
              "activations": activations, "loss": loss,
-             "fixed_buffer": counts["fixed"] * dtype_bytes}
+             "fixed_buffer": counts["fixed"] * dtype_bytes, "data": tokens * _ID_BYTES}
     parts["total"] = sum(parts.values())
     return parts
 

@@ -223,6 +223,7 @@ class LM(nn.Module):
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"):
         """Cross-entropy of the classifier without materializing all T·B×V logits."""
+        targets = targets.long()  # ids may be stored as int32 (the corpus id cache)
         if torch.is_autocast_enabled(features.device.type):
             # Mixed precision: autocast runs the plain form's matmul in bfloat16 and its
             # softmax in float32, which on a GPU beats the float32 fused path.

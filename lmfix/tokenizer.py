@@ -30,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import torch
 
 from .config import DEFAULTS, SP_MODEL_TYPES, TOKENIZERS
 from .errors import LmfixError
+from . import word_ids
 from .fsutil import atomic_open
+from .textfile import chunk_chars
 from .vocab import EOS, UNK, Vocab, build_vocab
 
 VOCAB_FILE = "vocab.txt"  # a word run's vocabulary, one word per line, in id order
@@ -66,6 +69,12 @@ class TokenizerConfig:
         return "" if self.kind == "word" else f"-sp-{self.sp_model_type}-{self.sp_vocab_size}"
 
     @property
+    def settings_key(self) -> list:
+        """What a cache of this tokenizer's ids is keyed by (the settings that change them)."""
+        return ["word"] if self.kind == "word" else [self.kind, self.sp_model_type,
+                                                     self.sp_vocab_size]
+
+    @property
     def default_oov(self) -> str:
         """How ``lmfix run`` fills LM tokens its built embeddings lack: never, for words (their
         vectors cover the vocabulary); at random for SentencePiece, whose byte-fallback pieces
@@ -82,6 +91,29 @@ class TokenizerConfig:
                                     model_dir=self.sp_model_dir)
         sp, path = subword.load_or_train(train_lines, train_sha256, cfg)
         return SentencePieceTokenizer(sp, path.read_bytes(), cfg, str(path))
+
+    def fit_encode(self, parts: list, train_sha256: str, sink, scratch: Path,
+                   workers: int = 1) -> Tokenizer:
+        """Fit on the training text and encode it, handing ``sink(ids, n_unk, words, chars)``
+        the int32 ids in order. ``parts`` cover the text in order, each with ``chunks()``
+        (chunks of whole lines, :mod:`lmfix.textfile`). Words: one pass, the parts encoded
+        side by side in ``workers`` processes (:mod:`lmfix.word_ids`); the vocabulary is the
+        one :func:`lmfix.vocab.build_vocab` builds from the same lines, without holding them.
+        SentencePiece trains on the lines, then encodes them."""
+        if self.kind == "word":
+            index, done = word_ids.encode_parts(parts, scratch, workers)
+            for part in done:
+                for ids in word_ids.global_ids(part, index):
+                    sink(ids, 0, ids.size, 0)
+                sink(np.empty(0, np.int32), 0, 0, part.chars)
+            if UNK not in index:  # as build_vocab: valid/test words absent from train need it
+                index[UNK] = len(index)
+            return WordTokenizer(Vocab(list(index), index))
+        chunks = [c for part in parts for c in part.chunks()]
+        tokenizer = self.fit([t for c in chunks for t in c[:-1].split("\n")], train_sha256)
+        for chunk in chunks:
+            sink(*tokenizer.encode_text(chunk), chunk_chars(chunk))
+        return tokenizer
 
 
 class WordTokenizer:
@@ -110,6 +142,18 @@ class WordTokenizer:
                 ids.append(i)
             ids.append(eos)
         return torch.tensor(ids, dtype=torch.long), n_unk
+
+    def encode_text(self, chunk: str) -> tuple[np.ndarray, int, int]:
+        """:meth:`encode` of a chunk of whole lines (each ending in a newline), as int32 ids,
+        with how many words became <unk> and the word-level token count."""
+        index, words = self.vocab.index, word_ids.words_of(chunk)
+        try:
+            return np.fromiter(map(index.__getitem__, words), np.int32, len(words)), 0, len(words)
+        except KeyError:  # some word is not in the vocabulary
+            ids = np.fromiter((index.get(w, -1) for w in words), np.int32, len(words))
+            unknown = ids < 0
+            ids[unknown] = index[UNK]
+            return ids, int(unknown.sum()), len(words)
 
     def count_words(self, ids: torch.Tensor) -> int:
         return ids.numel()
@@ -176,6 +220,12 @@ class SentencePieceTokenizer:
     def encode(self, lines: list[str]) -> tuple[torch.Tensor, int]:
         from .subword import encode_lines
         return encode_lines(self.sp, lines), 0  # byte fallback: nothing is ever unknown
+
+    def encode_text(self, chunk: str) -> tuple[np.ndarray, int, int]:
+        """:meth:`encode` of a chunk of whole lines, as int32 ids, 0 unknown, and the
+        chunk's word-level token count (words + one <eos> per line, as the example counts)."""
+        ids, _ = self.encode(chunk[:-1].split("\n"))
+        return ids.numpy().astype(np.int32), 0, len(chunk.split()) + chunk.count("\n")
 
     def count_words(self, ids: torch.Tensor) -> int:
         from .subword import words_in_pieces

@@ -57,6 +57,15 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise LmfixError(f"--optimizer {name!r}: use sgd, adam or adamw")
 
 
+def tokens_used(cfg: TrainConfig, corpus: Corpus) -> int:
+    """Token ids a run holds: the training split (up to --max-train-tokens) and the scored
+    splits (up to --max-eval-tokens each)."""
+    def cap(n: int, limit: int | None) -> int:
+        return min(n, limit) if limit else n
+    return cap(corpus.train.numel(), cfg.max_train_tokens) + sum(
+        cap(corpus.split(s).numel(), cfg.max_eval_tokens) for s in ("valid", "test"))
+
+
 def build_model(cfg: TrainConfig, corpus: Corpus,
                 device: torch.device = torch.device("cpu")) -> tuple[LM, ModelConfig, dict]:
     """The model (seeded with ``cfg.seed``), refused up front when it cannot fit ``device``."""
@@ -71,7 +80,7 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
             V, dim, cfg.nhid, cfg.nlayers, cfg.batch_size, cfg.bptt, mode, cfg.optimizer,
             cfg.eval_batch_size, device_type=device.type, amp=cfg.amp, fix=fix,
             learn_top=cfg.learn_top, delta_rank=cfg.delta_rank, model=cfg.model,
-            nhead=cfg.nhead, positions=cfg.positions), device)
+            nhead=cfg.nhead, positions=cfg.positions, tokens=tokens_used(cfg, corpus)), device)
 
     if known:  # before a V×d basis is built (a file's size is already on disk)
         check_size(*known)

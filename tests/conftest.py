@@ -17,6 +17,15 @@ TINY_TRAIN = """ = Tiny = \n \n the cat sat on the mat . \n the dog sat on the l
     """ a cat and a dog ran to the mat . \n the <unk> sat . \n"""
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Corpus ids and SentencePiece models cached by the tests go to a directory of the
+    session's, not the user's ~/.cache/lmfix (subprocesses inherit the variable)."""
+    if "LMFIX_CACHE" not in os.environ:
+        os.environ["LMFIX_CACHE"] = str(tmp_path_factory.mktemp("lmfix-cache"))
+    yield
+
+
 @pytest.fixture
 def wikitext2() -> Path:
     if not (WIKITEXT2 / "train.txt").is_file():

@@ -101,8 +101,8 @@ def test_hub_loader_reproduces_directory_counts(monkeypatch, tiny_corpus_dir):
     import datasets
     texts = {s: (tiny_corpus_dir / f).read_text().splitlines(keepends=True)
              for s, f in [("train", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt")]}
-    monkeypatch.setattr(datasets, "load_dataset",
-                        lambda repo, cfg: {s: {"text": t} for s, t in texts.items()})
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, cfg: {
+        s: datasets.Dataset.from_dict({"text": t}) for s, t in texts.items()})
     hub, local = load_corpus("hub:wikitext-2-v1"), load_corpus(str(tiny_corpus_dir))
     assert hub.vocab.words == local.vocab.words
     assert torch.equal(hub.train, local.train) and torch.equal(hub.test, local.test)

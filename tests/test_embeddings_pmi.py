@@ -227,3 +227,63 @@ def test_extreme_cds_or_eig_is_an_error_not_nan_vectors():
     small = S / (2 * S.max())  # every singular value below 1: S^1e300 = 0
     with pytest.raises(LmfixError, match="all zero"):
         pmi.vectors(U, small, Vt, eig=1e300)
+
+
+# Issue 25: counting in blocks within a memory bound, and the large-matrix SVD.
+
+def _markov_ids(n=60_000, V=400, seed=0):
+    rng = np.random.default_rng(seed)
+    succ = rng.integers(0, V, (V, 4))
+    ids = np.empty(n, dtype=np.int32)
+    ids[0] = 0
+    follow = rng.random(n) < 0.7
+    pick, uni = rng.integers(0, 4, n), rng.zipf(1.3, n) % V
+    for i in range(1, n):
+        ids[i] = succ[ids[i - 1], pick[i]] if follow[i] else uni[i]
+    return ids
+
+
+def test_counting_in_blocks_is_bit_identical_to_one_block(monkeypatch):
+    ids = _markov_ids()
+    whole = pmi.cooccurrence(ids.astype(np.int64), 400, window=5, dyn=True, sub=1e-3, seed=2)
+    monkeypatch.setattr(pmi, "COUNT_BLOCK", 997)  # blocks cut anywhere, pairs across them
+    blocks = pmi.cooccurrence(ids, 400, window=5, dyn=True, sub=1e-3, seed=2)
+    assert (whole != blocks).nnz == 0 and np.array_equal(whole.data, blocks.data)
+    a, b = pmi.ppmi(whole), None
+    monkeypatch.setattr(pmi, "PPMI_BLOCK", 50)
+    b = pmi.ppmi(blocks)
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    assert np.array_equal(a.data, b.data)
+
+
+def test_counting_past_the_memory_bound_is_one_clear_error():
+    ids = _markov_ids(20_000)
+    with pytest.raises(LmfixError, match="outgrow the memory bound.*smaller --window"):
+        pmi.cooccurrence(ids, 400, window=5, memory_limit=10_000)
+    pmi.cooccurrence(ids, 400, window=5, memory_limit=10**9)  # room enough: counts
+
+
+def test_an_svd_that_cannot_fit_is_refused_before_it_starts():
+    m = pmi.ppmi(pmi.cooccurrence(_markov_ids(20_000), 400))
+    with pytest.raises(LmfixError, match="rank-50 SVD.*lower --dim"):
+        pmi.check_svd_fits(m, 50, available=1_000_000)
+    pmi.check_svd_fits(m, 50, available=10**10)
+
+
+def test_the_large_matrix_svd_matches_the_exact_one(monkeypatch):
+    """The float32, multi-threaded, tolerance-bounded PROPACK used above LARGE_NNZ finds the
+    exact solve's singular values and subspace (on a matrix small enough to solve both)."""
+    m = pmi.ppmi(pmi.cooccurrence(_markov_ids(), 400))
+    U, S, Vt = pmi.svd(m, 30, seed=0)
+    monkeypatch.setattr(pmi, "LARGE_NNZ", 100)
+    monkeypatch.setattr(pmi, "_DENSE_SVD_MAX", 10)
+    calls = []
+    real = pmi._svd_large
+    monkeypatch.setattr(pmi, "_svd_large", lambda *a: calls.append(1) or real(*a))
+    U2, S2, Vt2 = pmi.svd(m, 30, seed=0)
+    assert calls and U2.shape == U.shape and Vt2.shape == Vt.shape
+    np.testing.assert_allclose(S2, S, rtol=1e-4)
+    # the same top-20 subspace: principal angles' cosines ~1
+    cos = np.linalg.svd(U[:, :20].T @ U2[:, :25], compute_uv=False)
+    assert cos.min() > 0.999
+    assert np.all(np.abs(U2).max(axis=0) == U2.max(axis=0))  # signs fixed as the exact path's

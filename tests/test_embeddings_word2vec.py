@@ -55,3 +55,66 @@ def test_invalid_settings_raise_lmfix_error():
             train_word2vec(SENTENCES, **{k: v for k, v in args.items() if k != "dim"}, dim=args["dim"])
     with pytest.raises(LmfixError):
         train_word2vec([[], []], dim=4)
+
+
+# Issue 25: at WikiText-103 size the sentences are never held as lists of words: one worker
+# streams them from the ids (the iterable mode, so reproducible runs keep their vectors), more
+# read gensim's corpus_file.
+
+def _ids():
+    from lmfix.vocab import Vocab
+    vocab = Vocab(list(dict.fromkeys(w for s in SENTENCES for w in s)))
+    ids = np.array([vocab.index[w] for s in SENTENCES for w in s], dtype=np.int32)
+    return ids, vocab
+
+
+def test_streamed_sentences_are_the_lines_with_their_eos(monkeypatch):
+    from lmfix.data import sentences
+    from lmfix.embeddings.word2vec import Sentences
+    import torch
+    ids, vocab = _ids()
+    monkeypatch.setattr(Sentences, "BLOCK", 7)  # sentences cut across blocks
+    stream = Sentences(ids, vocab.words, vocab.index["<eos>"])
+    assert list(stream) == list(stream) == sentences(torch.from_numpy(ids), vocab)
+    cut = ids[:-3]  # a last line without its <eos>
+    tail = list(Sentences(cut, vocab.words, vocab.index["<eos>"]))
+    assert tail == sentences(torch.from_numpy(cut), vocab) and tail[-1][-1] != "<eos>"
+
+
+def test_streamed_sentences_train_as_the_list_did():
+    from lmfix.embeddings.word2vec import Sentences
+    ids, vocab = _ids()
+    a = train_word2vec(SENTENCES, dim=10, epochs=2, workers=1, seed=3)
+    b = train_word2vec(Sentences(ids, vocab.words, vocab.index["<eos>"]), dim=10, epochs=2,
+                       workers=1, seed=3)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_corpus_file_holds_the_sentences_and_trains(tmp_path, monkeypatch):
+    from lmfix.embeddings.word2vec import Sentences, write_corpus_file
+    ids, vocab = _ids()
+    monkeypatch.setattr(Sentences, "BLOCK", 5)
+    path = tmp_path / "train.txt"
+    write_corpus_file(ids, vocab.words, vocab.index["<eos>"], str(path))
+    lines = path.read_text().split("\n")
+    assert lines[-1] == "" and [t.split() for t in lines[:-1]] == SENTENCES
+    words, vectors = train_word2vec(None, dim=8, epochs=1, workers=2, seed=0,
+                                    corpus_file=str(path))
+    assert set(words) == set(vocab.words) and vectors.shape == (len(vocab.words), 8)
+    one = [train_word2vec(None, dim=8, epochs=2, workers=1, seed=4, corpus_file=str(path))[1]
+           for _ in range(2)]
+    np.testing.assert_array_equal(*one)  # corpus_file with one worker is reproducible too
+
+
+def test_several_workers_read_a_corpus_file_one_streams(tiny_corpus_dir, monkeypatch):
+    from lmfix.data import load_corpus
+    from lmfix.embeddings import build, word2vec
+    seen = []
+    real = word2vec.train_word2vec
+    monkeypatch.setattr(build, "train_word2vec", lambda sentences, **k: seen.append(
+        (type(sentences).__name__, bool(k.get("corpus_file")))) or real(sentences, **k))
+    corpus = load_corpus(str(tiny_corpus_dir))
+    for workers in (1, 2):
+        build.build_embeddings("word2vec", corpus, 8, {"workers": workers, "epochs": 1})
+    assert seen == [("Sentences", False), ("NoneType", True)]

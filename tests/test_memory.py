@@ -207,3 +207,18 @@ def test_impossible_size_is_refused_before_a_basis_is_built(tiny_corpus_dir, tmp
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("lmfix: error: the model needs about") and \
         "Traceback" not in err
+
+
+def test_the_token_ids_a_run_holds_are_counted(tiny_corpus_dir):
+    """Issue 25: at WikiText-103 size the ids (mapped int32 + batchified copy) outweigh a
+    d = 200 model's parameters; the estimate counts them, as the run caps them."""
+    from lmfix.config import TrainConfig
+    from lmfix.data import load_corpus
+    from lmfix.train import tokens_used
+    est = estimate_train_bytes(100, 10, 10, 1, 2, 3, "learned", "sgd", tokens=1000)
+    assert est["data"] == 8000 and est["total"] == sum(est[k] for k in memory.PARTS)
+    c = load_corpus(str(tiny_corpus_dir))
+    whole = c.train.numel() + c.valid.numel() + c.test.numel()
+    assert tokens_used(TrainConfig(data=str(tiny_corpus_dir)), c) == whole
+    capped = TrainConfig(data=str(tiny_corpus_dir), max_train_tokens=100, max_eval_tokens=30)
+    assert tokens_used(capped, c) == 100 + 30 + 30

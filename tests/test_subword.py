@@ -274,7 +274,7 @@ def test_subword_training_reports_word_level_perplexity_two_ways(tiny_corpus_dir
     model = LM(ModelConfig(**s["config"]["model"]))
     model.load_state_dict(load_checkpoint(tmp_path / "sp" / "best.pt")["model"])
     model.eval()
-    stream = corpus.test.view(-1, 1)
+    stream = corpus.test.long().view(-1, 1)  # (stored as int32 by the id cache)
     with torch.no_grad():  # one chunk: the hidden state is carried across bptt chunks anyway
         feats, _ = model(stream[:-1], model.init_hidden(1))
         nll = torch.nn.functional.cross_entropy(model.logits(feats), stream[1:].view(-1),

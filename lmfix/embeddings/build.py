@@ -18,21 +18,24 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 
 import numpy as np
 
-from ..data import sentences
+from ..vocab import EOS
 from ..errors import LmfixError
 from ..memory import check_vectors_fit
 from ..provenance import versions
 from . import bases, pmi
 from .methods import PMIConfig, Word2VecConfig, make_config
 from .vectors import Embeddings, coverage, save_embeddings
-from .word2vec import default_workers, train_word2vec
+from .word2vec import (Sentences, default_workers, reads_file, train_word2vec,
+                       write_corpus_file)
 
 
 def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, seed: int = 0,
@@ -50,17 +53,14 @@ def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, 
         raise LmfixError(f"dim must be a positive integer, got {dim!r}")
     vocab_words = list(corpus.vocab.words)
     check_vectors_fit(method, len(vocab_words), dim)
-    ids = np.asarray(corpus.train, dtype=np.int64)
+    ids = corpus.train.numpy()
     started = time.perf_counter()
     if method == "pmi":
         words, vectors = _build_pmi(ids, vocab_words, dim, config, seed, progress)
     elif method == "word2vec":
         workers = default_workers() if config.workers is None else config.workers
         config = Word2VecConfig(**{**asdict(config), "workers": workers})
-        words, vectors = train_word2vec(
-            sentences(corpus.train, corpus.vocab), dim, sg=config.sg, window=config.window,
-            negative=config.negative, sample=config.sample, epochs=config.epochs,
-            workers=config.workers, seed=seed, progress=progress)
+        words, vectors = _build_word2vec(corpus, dim, config, seed, progress)
     elif method == "random-orthogonal":
         words, vectors = vocab_words, bases.random_orthogonal(len(vocab_words), dim, seed)
     else:
@@ -87,11 +87,28 @@ def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, 
     return emb
 
 
+def _build_word2vec(corpus, dim: int, config: Word2VecConfig, seed: int,
+                    progress: bool) -> tuple[list[str], np.ndarray]:
+    ids, words = corpus.train.numpy(), corpus.vocab.words
+    eos = corpus.vocab.index[EOS]
+    train = functools.partial(train_word2vec, dim=dim, sg=config.sg, window=config.window,
+                              negative=config.negative, sample=config.sample,
+                              epochs=config.epochs, workers=config.workers, seed=seed,
+                              progress=progress)
+    if not reads_file(config.workers):
+        return train(Sentences(ids, words, eos))
+    with tempfile.TemporaryDirectory(prefix="lmfix-word2vec-") as scratch:
+        path = os.path.join(scratch, "train.txt")
+        write_corpus_file(ids, words, eos, path)
+        return train(None, corpus_file=path)
+
+
 def _build_pmi(ids: np.ndarray, vocab_words: list[str], dim: int, config: PMIConfig, seed: int,
                progress: bool) -> tuple[list[str], np.ndarray]:
     counts = pmi.cooccurrence(ids, len(vocab_words), window=config.window, dyn=config.dyn,
                               sub=config.sub, seed=seed, progress=progress)
     matrix = pmi.ppmi(counts, cds=config.cds, neg=config.neg)
+    del counts  # the SVD's memory is the PPMI matrix's and its own, not the counts' too
     has_context = np.diff(matrix.indptr) > 0
     if config.w_plus_c:
         has_context |= np.diff(matrix.tocsc().indptr) > 0

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import scipy.linalg
@@ -49,6 +50,7 @@ def cooccurrence(
     sub: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    memory_limit: int | None = None,
 ) -> sp.csr_matrix:
     """Word–context co-occurrence counts of a token stream, as a V×V float64 CSR matrix.
 
@@ -66,13 +68,14 @@ def cooccurrence(
     dropped tokens keep their position ("dirty" subsampling, hyperwords' default), so
     distances do not change. ``sub = 0`` (default) keeps every token.
 
-    Built one offset at a time: for offset o the pairs are (ids[:-o], ids[o:]), summed by a
-    COO → CSR conversion; the transpose adds the left contexts.
+    Built one offset at a time: for offset o the pairs are (ids[:-o], ids[o:]), counted
+    exactly (int64) by COO → CSR conversions of ``COUNT_BLOCK``-token blocks, then weighted;
+    the transpose adds the left contexts. The matrices held stay within ``memory_limit``
+    bytes (:class:`CountBound`; default the memory available), else an :class:`LmfixError`.
     """
     ids = np.asarray(ids)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise LmfixError(f"token ids must be a 1-D integer array, got shape {ids.shape} {ids.dtype}")
-    ids = ids.astype(np.int64, copy=False)
     if vocab_size < 1:
         raise LmfixError(f"vocab_size must be at least 1, got {vocab_size}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
@@ -84,30 +87,106 @@ def cooccurrence(
 
     keep = _subsample_mask(ids, vocab_size, sub, seed) if sub > 0 else None
     shape = (vocab_size, vocab_size)
+    bound = CountBound(memory_limit)
     right = sp.csr_matrix(shape, dtype=np.float64)  # counts[w, c] for c to the right of w
     # Offsets past the stream's length hold no pairs (and a huge --window would overflow len()).
-    for offset in tqdm(range(1, min(window, ids.size - 1) + 1), desc="co-occurrence",
-                       unit="offset", disable=not progress, leave=False):
-        words, contexts = ids[:-offset], ids[offset:]
-        if keep is not None:
-            both = keep[:-offset] & keep[offset:]
-            words, contexts = words[both], contexts[both]
-        weight = (window - offset + 1) / window if dyn else 1.0
-        pairs = sp.coo_matrix((np.ones(words.size), (words, contexts)), shape=shape).tocsr()
-        right = right + weight * pairs  # tocsr() summed the repeated pairs
+    offsets = list(range(1, min(window, ids.size - 1) + 1))
+    # Two offsets are counted at a time (scipy's COO -> CSR conversion releases the GIL), and
+    # added in offset order, so the sums are the one-at-a-time ones, bit for bit.
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool, tqdm(total=len(offsets), desc="co-occurrence",
+                                               unit="offset", disable=not progress,
+                                               leave=False) as bar:
+        def count(offset):
+            return pool.submit(_offset_counts, ids, keep, offset, shape, bound, right.nnz)
+        pending = [count(o) for o in offsets[:2]]
+        for i, offset in enumerate(offsets):
+            pairs = pending.pop(0).result()
+            if i + 2 < len(offsets):
+                pending.append(count(offsets[i + 2]))
+            weight = (window - offset + 1) / window if dyn else 1.0
+            right = right + weight * pairs  # exact integer counts, weighted as one matrix
+            del pairs
+            bound.check(right.nnz, "counting")
+            bar.update(1)
     counts = (right + right.T).tocsr()
+    del right
     counts.sum_duplicates()
     counts.sort_indices()
     return counts
 
 
+# Tokens per block when counting: the block's pairs (three 4-byte arrays) and their CSR form
+# are the counting's working memory beyond the matrices, ~0.2 GB.
+COUNT_BLOCK = 10_000_000
+
+
+def _offset_counts(ids: np.ndarray, keep: np.ndarray | None, offset: int, shape: tuple,
+                   bound: CountBound, held: int) -> sp.csr_matrix:
+    """How often each (ids[i], ids[i + offset]) pair occurs, as exact integer counts (int32
+    while no count can pass it), summed block by block so that no array of the whole
+    stream's pairs is made."""
+    dtype = np.int32 if ids.size < 2**31 else np.int64
+    total = sp.csr_matrix(shape, dtype=dtype)
+    n = ids.size - offset
+    for start in range(0, n, COUNT_BLOCK):
+        stop = min(n, start + COUNT_BLOCK)
+        words, contexts = ids[start:stop], ids[start + offset: stop + offset]
+        if keep is not None:
+            both = keep[start:stop] & keep[start + offset: stop + offset]
+            words, contexts = words[both], contexts[both]
+        block = sp.coo_matrix((np.ones(words.size, dtype=dtype), (words, contexts)),
+                              shape=shape).tocsr()  # tocsr() sums the repeated pairs
+        total = total + block
+        del block
+        bound.check(held + total.nnz, "counting")
+    return total
+
+
+class CountBound:
+    """The memory bound of counting. Its peak is the end's ``right + right.T``: the one-sided
+    counts, their transpose and the symmetric sum (up to twice the non-zeros) at once, 12
+    bytes a non-zero (a float64 count and an int32 column), so 48 bytes per non-zero of the
+    one-sided counts (measured: 5.1 GB above the interpreter for 106M of them, WikiText-103-
+    sized synthetic corpus); the offset loop's matrices stay below that. Counting must stay
+    within ``limit`` bytes (default: the memory available when it starts, less 10%); past it,
+    it stops with an error that names what to change, before the machine swaps."""
+
+    BYTES_PER_NNZ = 48
+
+    def __init__(self, limit: int | None = None):
+        if limit is None:
+            from ..memory import available_bytes
+            free = available_bytes("cpu")
+            limit = int(0.9 * free) if free is not None else None
+        self.limit = limit
+
+    def need(self, nnz: int) -> int:
+        return self.BYTES_PER_NNZ * nnz
+
+    def check(self, nnz: int, stage: str) -> None:
+        if self.limit is not None and self.need(nnz) > self.limit:
+            from ..memory import format_bytes
+            raise LmfixError(
+                f"the co-occurrence counts outgrow the memory bound while {stage}: {nnz:,} "
+                f"word-context pairs so far need about {format_bytes(self.need(nnz))}, over "
+                f"{format_bytes(self.limit)}; count fewer pairs (a smaller --window, or "
+                f"subsampling with --sub 1e-5) or use a machine with more memory")
+
+
 def _subsample_mask(ids: np.ndarray, vocab_size: int, sub: float, seed: int) -> np.ndarray:
-    """True for the tokens kept by hyperwords-style subsampling (drop p = 1 − sqrt(sub/f))."""
+    """True for the tokens kept by hyperwords-style subsampling (drop p = 1 − sqrt(sub/f)),
+    drawn block by block from one seeded stream (the same draws as one call)."""
     freq = np.bincount(ids, minlength=vocab_size) / ids.size
     drop = np.zeros(vocab_size)
     frequent = freq > sub
     drop[frequent] = 1.0 - np.sqrt(sub / freq[frequent])
-    return np.random.default_rng(seed).random(ids.size) >= drop[ids]
+    rng = np.random.default_rng(seed)
+    keep = np.empty(ids.size, dtype=bool)
+    for start in range(0, ids.size, COUNT_BLOCK):
+        block = ids[start: start + COUNT_BLOCK]
+        keep[start: start + block.size] = rng.random(block.size) >= drop[block]
+    return keep
 
 
 def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_matrix:
@@ -135,19 +214,43 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
         context_smoothed = np.asarray(counts.sum(axis=0)).ravel() ** cds
         total = context_smoothed.sum()
-        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-        cols = counts.indices
-        values = (np.log(counts.data) + np.log(total) - np.log(word_totals[rows])
-                  - np.log(context_smoothed[cols]) - math.log(neg))
     # A huge α overflows #(c)^α: every PMI was NaN, reported as "no positive PMI".
-    if not math.isfinite(total) or (values.size and not np.abs(values).max() <= F32_MAX):
-        raise LmfixError(f"cds = {cds:g} is too large: context counts to that power overflow "
-                         "(hyperwords uses 0.75)")
-    positive = values > 0
-    out = sp.csr_matrix((values[positive].astype(np.float32), (rows[positive], cols[positive])),
-                        shape=counts.shape)
+    if not math.isfinite(total):
+        raise _cds_overflow(cds)
+    # Row blocks of ~PPMI_BLOCK non-zeros: the float64 temporaries of the formula are the
+    # block's, not the matrix's (the values are the same, element by element).
+    data, indices, kept = [], [], np.zeros(counts.shape[0], dtype=np.int64)
+    row = 0
+    while row < counts.shape[0]:
+        end = int(np.searchsorted(counts.indptr, counts.indptr[row] + PPMI_BLOCK, "right")) - 1
+        end = min(max(end, row + 1), counts.shape[0])
+        lo, hi = counts.indptr[row], counts.indptr[end]
+        rows = np.repeat(np.arange(row, end), np.diff(counts.indptr[row: end + 1]))
+        cols = counts.indices[lo:hi]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            values = (np.log(counts.data[lo:hi]) + np.log(total) - np.log(word_totals[rows])
+                      - np.log(context_smoothed[cols]) - math.log(neg))
+        if values.size and not np.abs(values).max() <= F32_MAX:
+            raise _cds_overflow(cds)
+        positive = values > 0
+        data.append(values[positive].astype(np.float32))
+        indices.append(cols[positive])
+        kept[row:end] = np.bincount(rows[positive] - row, minlength=end - row)
+        row = end
+    indptr = np.concatenate([[0], np.cumsum(kept)])
+    out = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0, np.float32),
+                         np.concatenate(indices) if indices else np.zeros(0, np.int32),
+                         indptr), shape=counts.shape)
     out.sort_indices()
     return out
+
+
+PPMI_BLOCK = 20_000_000  # non-zeros per block of rows in ppmi()
+
+
+def _cds_overflow(cds: float) -> LmfixError:
+    return LmfixError(f"cds = {cds:g} is too large: context counts to that power overflow "
+                      "(hyperwords uses 0.75)")
 
 
 def svd(matrix: sp.spmatrix, dim: int, seed: int = 0, progress: bool = False):
@@ -172,7 +275,7 @@ def svd(matrix: sp.spmatrix, dim: int, seed: int = 0, progress: bool = False):
     200 frequent words with the exact ones. PROPACK is exact and nearly as fast, so lmfix
     uses it. Small matrices (min side ≤ 2000, or dim ≥ min side − 1) use dense LAPACK.
     """
-    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    matrix = sp.csr_matrix(matrix)
     small = min(matrix.shape)
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise LmfixError(f"dim must be a positive integer, got {dim!r}")
@@ -181,6 +284,10 @@ def svd(matrix: sp.spmatrix, dim: int, seed: int = 0, progress: bool = False):
                          f"a rank-{dim} SVD needs at least {dim} words")
     if matrix.nnz == 0:
         return np.zeros((matrix.shape[0], dim)), np.zeros(dim), np.zeros((dim, matrix.shape[1]))
+    check_svd_fits(matrix, dim)
+    if matrix.nnz > LARGE_NNZ and not (small <= _DENSE_SVD_MAX or dim >= small - 1):
+        return _fix_signs(*_svd_large(matrix, dim, seed, progress))
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
     with blas_threads(1):
         if small <= _DENSE_SVD_MAX or dim >= small - 1:
             U, S, Vt = scipy.linalg.svd(matrix.toarray(), full_matrices=False)
@@ -197,6 +304,84 @@ def svd(matrix: sp.spmatrix, dim: int, seed: int = 0, progress: bool = False):
             order = np.argsort(S)[::-1]
             U, S, Vt = U[:, order], S[order], Vt[order]
     return _fix_signs(np.ascontiguousarray(U), np.ascontiguousarray(S), np.ascontiguousarray(Vt))
+
+
+# Above this many non-zeros (WikiText-2's PPMI has 4.4M; a WikiText-103-sized corpus's 144M)
+# the exact solve costs more than its exactness is worth: see _svd_large.
+LARGE_NNZ = 20_000_000
+LARGE_TOL = 3e-3  # svds squares it: PROPACK asked for singular values to ~1e-5 relative
+
+
+def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
+    """PROPACK on a large PPMI matrix, its products computed in float32 by several threads
+    (scipy's sparse products release the GIL), to relative tolerance LARGE_TOL.
+
+    Lanczos costs a product with the matrix and one with its transpose per step, each a pass
+    over every non-zero, and a WikiText-103-sized matrix needs ~1,000 steps: the products are
+    the time. float32 halves their memory traffic and each thread takes a row block; the
+    exact path's tolerance (machine precision) would need many more steps for changes far
+    below what an embedding's 200 dimensions can show (accuracy measured in pmi's tests and
+    docs/embeddings.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    a = sp.csr_matrix(matrix, dtype=np.float32)
+    threads = max(1, min(4, os.cpu_count() or 1))
+    # the transpose as CSR too (8 more bytes a non-zero): each thread then gathers its own
+    # rows of the result, as for the matrix, instead of scattering into a shared one
+    parts, t_parts = _row_blocks(a, threads), _row_blocks(a.T.tocsr(), threads)
+    pool = ThreadPoolExecutor(threads)
+
+    def product(blocks, x):
+        x = np.asarray(x, dtype=np.float32).ravel()
+        return np.concatenate(list(pool.map(lambda p: p @ x, blocks)))
+
+    # A float32 operator: PROPACK then works in single precision throughout, its
+    # reorthogonalization set for float32's rounding (float32 products under a float64
+    # Lanczos lose orthogonality unseen, and the top singular value comes back many times).
+    op = LinearOperator(a.shape, matvec=lambda x: product(parts, x),
+                        rmatvec=lambda y: product(t_parts, y), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    v0 = rng.uniform(-1.0, 1.0, a.shape[0]).astype(np.float32)
+    try:
+        with blas_threads(1), tqdm(total=1, desc=f"svd (PROPACK, dim {dim}, float32 products)",
+                                   disable=not progress, leave=False) as bar:
+            U, S, Vt = svds(op, k=dim, tol=LARGE_TOL, v0=v0, solver="propack", rng=rng)
+            bar.update(1)
+    finally:
+        pool.shutdown()
+    order = np.argsort(S)[::-1]
+    return (np.ascontiguousarray(U[:, order], dtype=np.float64),
+            np.ascontiguousarray(S[order], dtype=np.float64),
+            np.ascontiguousarray(Vt[order], dtype=np.float64))
+
+
+def _row_blocks(a: sp.csr_matrix, n: int) -> list[sp.csr_matrix]:
+    """``a`` cut into ``n`` row blocks of about equal non-zeros, sharing its arrays."""
+    cuts = np.unique(np.searchsorted(a.indptr, np.linspace(0, a.nnz, n + 1)[1:-1]).tolist()
+                     + [0, a.shape[0]])
+    return [sp.csr_matrix((a.data[a.indptr[r]: a.indptr[e]], a.indices[a.indptr[r]: a.indptr[e]],
+                           a.indptr[r: e + 1] - a.indptr[r]), shape=(e - r, a.shape[1]))
+            for r, e in zip(cuts[:-1], cuts[1:])]
+
+
+def check_svd_fits(matrix: sp.spmatrix, dim: int, available: int | None = None) -> None:
+    """Refuse, in one line, an SVD whose memory is not there: the matrix as the solver holds
+    it and PROPACK's Lanczos bases (up to 10·dim vectors of each side, float64; it uses
+    those it needs, ~5·dim on the PPMI matrices measured), plus U, S, Vt."""
+    from ..memory import available_bytes, format_bytes
+    V, C = matrix.shape
+    steps = 5 * dim
+    need = matrix.nnz * (16 if matrix.nnz > LARGE_NNZ else 12) + steps * (V + C) * 8 \
+        + dim * (V + C) * 8 * 2
+    if available is None:
+        available = available_bytes("cpu")
+    if available is not None and need > 0.9 * available:
+        raise LmfixError(f"a rank-{dim} SVD of the {V:,} × {C:,} PPMI matrix ({matrix.nnz:,} "
+                         f"non-zeros) needs about {format_bytes(need)}, but only "
+                         f"{format_bytes(available)} is available; lower --dim (or count fewer "
+                         "pairs: a smaller --window)")
 
 
 def _fix_signs(U: np.ndarray, S: np.ndarray, Vt: np.ndarray):

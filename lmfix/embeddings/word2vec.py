@@ -4,6 +4,13 @@ The sentences are the corpus lines with their ``<eos>`` kept, and ``min_count=1`
 word2vec vocabulary is exactly the set of words in the training text (for WikiText-2: the whole
 33,278-word LM vocabulary, ``<eos>`` and ``<unk>`` included).
 
+How gensim reads them, one decision (:func:`reads_file`): with several workers, from a file
+(``corpus_file``, one sentence a line), which each worker thread reads on its own part of;
+gensim's iterable mode feeds all workers from one Python thread, which holds them near one
+core's speed. With one worker (the reproducible runs, such as ``lmfix run``'s builds) from a
+stream of the sentences (:class:`Sentences`, made from the ids as gensim asks, never held
+whole), which is the iterable mode lmfix always used, so those vectors are unchanged.
+
 Example::
 
     >>> from lmfix.embeddings.word2vec import train_word2vec
@@ -27,8 +34,48 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def reads_file(workers: int) -> bool:
+    """Whether training reads a ``corpus_file`` (several workers) or a sentence stream."""
+    return workers > 1
+
+
+class Sentences:
+    """The id stream's sentences (cut after each <eos>, which each keeps) as lists of words,
+    made block by block each time gensim iterates: a restartable iterable of bounded memory,
+    the same sentences as :func:`lmfix.data.sentences`."""
+
+    BLOCK = 1 << 22
+
+    def __init__(self, ids: np.ndarray, words: list[str], eos: int):
+        self.ids, self.words, self.eos = ids, np.array(words, dtype=object), eos
+
+    def __iter__(self):
+        carry: list[str] = []
+        for start in range(0, self.ids.size, self.BLOCK):
+            block = np.asarray(self.ids[start: start + self.BLOCK])
+            prev = 0
+            for cut in (np.flatnonzero(block == self.eos) + 1).tolist():
+                yield carry + self.words[block[prev:cut]].tolist()
+                carry, prev = [], cut
+            carry += self.words[block[prev:]].tolist()
+        if carry:
+            yield carry
+
+
+def write_corpus_file(ids: np.ndarray, words: list[str], eos: int, path: str) -> None:
+    """The sentences in gensim's ``corpus_file`` format (LineSentence): a line each, words
+    separated by spaces; each line ends with its <eos>."""
+    with_sep = np.array([w + " " for w in words], dtype=object)
+    with_sep[eos] = words[eos] + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        for start in range(0, ids.size, Sentences.BLOCK):
+            f.write("".join(with_sep[np.asarray(ids[start: start + Sentences.BLOCK])]))
+        if ids.size and ids[-1] != eos:
+            f.write("\n")
+
+
 def train_word2vec(
-    sentences: list[list[str]],
+    sentences,
     dim: int,
     *,
     sg: int = 0,
@@ -39,12 +86,14 @@ def train_word2vec(
     workers: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    corpus_file: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Train gensim ``Word2Vec`` and return ``(words, vectors)`` (float32, frequency order).
 
     ``sg`` 0 = CBOW, 1 = skip-gram; ``negative`` negative samples; ``sample`` the
     down-sampling threshold for frequent words; ``workers`` threads (default
-    min(4, CPUs)). Runs are reproducible only with ``workers=1`` (thread scheduling changes
+    min(4, CPUs)); ``sentences`` an iterable of word lists, or None with ``corpus_file``
+    (a file in gensim's LineSentence format). Runs are reproducible only with ``workers=1`` (thread scheduling changes
     the order of updates otherwise) and a fixed ``seed``; gensim 4 seeds its initial vectors
     from ``seed`` alone, so this holds across processes too.
     """
@@ -60,7 +109,7 @@ def train_word2vec(
         raise LmfixError(f"word2vec sg must be 0 (CBOW) or 1 (skip-gram), got {sg!r}")
     if not sample >= 0:
         raise LmfixError(f"word2vec sample must be ≥ 0, got {sample}")
-    if not any(sentences):
+    if corpus_file is None and not any(sentences):
         raise LmfixError("word2vec needs at least one non-empty sentence")
 
     class _EpochBar(CallbackAny2Vec):
@@ -72,9 +121,15 @@ def train_word2vec(
 
     model = Word2Vec(vector_size=dim, window=window, min_count=1, sg=sg, negative=negative,
                      hs=0, sample=sample, workers=workers, seed=seed)
-    model.build_vocab(sentences)
+    source = {"corpus_file": corpus_file} if corpus_file else {"corpus_iterable": sentences}
+    model.build_vocab(**source)
+    # gensim decays the learning rate by the examples (sentences) done when given their
+    # number, as lmfix's iterable mode always has; corpus_file mode counts words
+    total = {"total_words": model.corpus_total_words} if corpus_file else \
+        {"total_examples": model.corpus_count}
+    if not model.wv.index_to_key:
+        raise LmfixError("word2vec needs at least one non-empty sentence")
     with tqdm(total=epochs, desc=f"word2vec ({'skip-gram' if sg else 'CBOW'})", unit="epoch",
               disable=not progress, leave=False) as bar:
-        model.train(sentences, total_examples=model.corpus_count, epochs=epochs,
-                    callbacks=[_EpochBar(bar)])
+        model.train(**source, **total, epochs=epochs, callbacks=[_EpochBar(bar)])
     return list(model.wv.index_to_key), np.ascontiguousarray(model.wv.vectors, dtype=np.float32)
