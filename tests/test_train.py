@@ -49,7 +49,7 @@ def test_perplexity_is_token_weighted_mean_nll(tiny_corpus_dir, tmp_path):
     model = LM(ModelConfig(**s["config"]["model"]))
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     model.eval()
-    data = batchify(corpus.test, 10)
+    data = batchify(corpus.test.long(), 10)  # (stored as int32 by the id cache)
     x, y = data[:-1], data[1:].reshape(-1)  # one chunk covering the whole split
     with torch.no_grad():
         feats, _ = model(x, model.init_hidden(10))
