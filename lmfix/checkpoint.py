@@ -25,12 +25,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict:
+    """``mmap``: map the tensors from the file instead of reading them into memory (CPU only;
+    for a state that is copied into a model at once, so that no second copy is resident)."""
     path = Path(path)
     if not path.is_file():
         raise LmfixError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True,
+                           mmap=mmap and torch.device(map_location).type == "cpu")
     except pickle.UnpicklingError as e:
         raise LmfixError(f"checkpoint {path} was refused: it holds objects other than tensors "
                          f"and plain containers, which lmfix never loads ({first_line(e)})") from None

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import LmfixError
+from .textfile import chunk_lines
 from .tokenizer import Tokenizer
 from .vocab import EOS, Vocab
 
@@ -72,8 +73,7 @@ class CorpusSource:
 
     def read(self) -> RawText:
         """Every split's lines (each ending in a newline), in memory."""
-        lines = {s: [t + "\n" for c in self.chunks(s) for t in c[:-1].split("\n")]
-                 for s in SPLITS}
+        lines = {s: [t for c in self.chunks(s) for t in chunk_lines(c)] for s in SPLITS}
         return RawText(self.name, self.source, lines, self.train_sha256)
 
 

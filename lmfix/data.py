@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .corpus import SPLITS, Corpus, CorpusSource, RawText, check_learnable  # noqa: F401
-from .corpus_cache import load_encoded
+from .corpus_cache import file_sha256, load_encoded
 from .errors import LmfixError, first_line
-from .textfile import MAX_LINE_CHARS, FileRange, file_parts, text_chunks  # noqa: F401
+from .textfile import (MAX_LINE_CHARS, FileRange, chunk_lines, file_parts,  # noqa: F401
+                       lines_chunk, text_chunks)
 from .tokenizer import Tokenizer, TokenizerConfig
 from .vocab import EOS, Vocab
 
@@ -80,7 +81,7 @@ def tokenize(raw: RawText, tokenizer: Tokenizer) -> Corpus:
 def line_chunks(lines: list[str], size: int = 1 << 16) -> Iterator[str]:
     """Lines as text chunks of whole lines, each line ending in a newline."""
     for i in range(0, len(lines), size):
-        yield "".join(t if t.endswith("\n") else t + "\n" for t in lines[i: i + size])
+        yield lines_chunk(lines[i: i + size])
 
 
 def read_lines(path: str | os.PathLike, what: str = "lmfix expects word-level WikiText-style "
@@ -121,11 +122,7 @@ def text_lines(text) -> list[str]:
 
 def _bounded_lines(f, name: str) -> list[str]:
     """The lines as readline gives them: each with its newline, the last as it is."""
-    lines: list[str] = []
-    for chunk in text_chunks(f, name, end_newline=False):
-        parts = chunk.split("\n")
-        lines += [t + "\n" for t in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    return lines
+    return [t for chunk in text_chunks(f, name, end_newline=False) for t in chunk_lines(chunk)]
 
 
 def find_split_files(directory: Path) -> dict[str, Path]:
@@ -159,8 +156,7 @@ def open_directory(directory: str | os.PathLike) -> CorpusSource:
     sha = {}
     for s, p in files.items():
         try:
-            with open(p, "rb") as f:
-                sha[s] = hashlib.file_digest(f, "sha256").hexdigest()
+            sha[s] = file_sha256(p)
         except OSError as e:
             raise LmfixError(f"{p}: cannot read ({e.strerror or e})") from None
     return CorpusSource(directory.name, str(directory.resolve()), sha, chunks,
@@ -199,7 +195,7 @@ def open_hub(name: str = DEFAULT_HUB) -> CorpusSource:
             for texts in batches:
                 if texts:
                     empty = False
-                    yield "".join(t if t.endswith("\n") else t + "\n" for t in texts)
+                    yield lines_chunk(texts)
         except (KeyError, TypeError) as e:
             raise LmfixError(f"hub dataset {repo} ({config}) lacks split/column {e}") from None
         if empty:

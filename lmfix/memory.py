@@ -11,29 +11,40 @@ compare them with real models). The rest is an estimate of the training peak:
 - gradients: one per trainable parameter (the fixed embedding is a buffer: none; its
   trainable parts, ``--learn-top`` rows and the ``--delta-rank`` factors, have theirs);
 - optimizer state: SGD none (lmfix uses no momentum), Adam/AdamW two moments per parameter
-  (``exp_avg``, ``exp_avg_sq``; the foreach step's temporaries are not counted);
+  (``exp_avg``, ``exp_avg_sq``) and the foreach step's one parameter-sized temporary (the
+  denominator ``sqrt(exp_avg_sq) + eps``), three in all;
 - activations kept for backward over one bptt window, roughly
   ``bptt × batch × (10·nlayers·nhid + 2·emsize + 2·nhid [+ emsize with a projection])``
   floats: per LSTM layer and step the four gates, cell and hidden state and their
   intermediates (~10·nhid), plus the embedding and output with their dropout;
 - loss: the fused loss (:mod:`lmfix.loss`) holds one chunk of ``default_chunk_rows`` × V
   logits (its gradient is computed in the same buffer, in place), the (bptt·batch) × d
-  gradient of its input and, for a learned classifier, its V × d weight gradient (twice:
-  saved in forward, scaled into a copy in backward), also for a fixed table with trainable
-  parts, which then holds the combined V × d matrix too; with ``amp`` the plain form holds all
-  bptt·batch × V logits (bfloat16, float32 log-softmax and its gradient);
+  gradient of its input and, for a learned tied classifier, the V × d weight gradient saved in
+  forward (the scaled copy backward returns becomes the parameter's gradient, counted there);
+  an untied classifier's saved copy is freed before the input embedding's gradient is made,
+  so it costs nothing beyond the gradients (unless nhid > emsize); a fixed table with trainable
+  parts holds the combined V × d matrix, its saved gradient and the copy backward returns;
+  with ``amp`` the plain form holds all bptt·batch × V logits (bfloat16, float32 log-softmax
+  and its gradient);
 - fixed buffer: the V × emsize frozen vectors of given vectors (one buffer whichever side,
   ``--fix``, keeps them fixed; none with ``--fix none``);
 - token ids: 8 bytes a token used (train, valid and test as trained and scored): the
   corpus's int32 ids (memory-mapped from the id cache, resident once read) and their
-  batchified int32 copy. WikiText-2: 20 MB; WikiText-103: 0.9 GB, more than a d = 200 model.
+  batchified int32 copy. WikiText-2: 20 MB; WikiText-103: 0.9 GB, more than a d = 200 model;
+- build: given vectors (a file's or a basis) are held twice for a moment while the model is
+  built, the table as read or made and the model's buffer; the V × d beyond the buffer
+  counts where it exceeds the steps' working memory (gradients, optimizer, activations, loss),
+  which is allocated only later;
+- runtime (CPU): what a process that has imported torch touches once it trains, whatever the
+  sizes: the kernels' code and workspaces, thread stacks, the allocator's slack. Measured at
+  RUNTIME_BYTES_CPU, the part of the peak no term above explains at V = 33k-100k (below).
 
-Checkpoints loaded at resume and the embedding file's copies while the model is built are
-transient and not counted. Measured on CPU (V = 33,278, d = nhid = 400, batch 20, bptt 35;
-peak RSS growth while building the model and two steps): learned/SGD 336 MB vs 308 MB
-estimated, learned/Adam 488-514 vs 436 MB, learned-untied/Adam 730 vs 649 MB, fixed/SGD 253
-vs 149 MB (+ 107 MB: the two V × d copies made while the model is built). A little low,
-never far off; :func:`check_fits` leaves a further 10% of the available memory as margin.
+Checkpoints loaded at resume are transient and not counted. The best model, tested at the end, is mapped from its file after the
+gradients and optimizer state are freed, so it adds nothing to the peak. Measured against
+whole ``lmfix train`` processes (peak PSS less that of ``import torch, lmfix.train``) for
+V = 33k, 100k and 268k, d = 200 and 512, learned tied, untied and fixed, SGD and AdamW:
+docs/scale.md gives each figure beside its estimate. :func:`check_fits` leaves a further 10%
+of the available memory as margin.
 """
 
 from __future__ import annotations
@@ -51,11 +62,19 @@ _MEMINFO = "/proc/meminfo"
 _CGROUP = "/sys/fs/cgroup"  # cgroup v2: a container's limit, which /proc/meminfo does not show
 _DTYPES = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}
 _LSTM_FLOATS_PER_UNIT = 10  # saved per layer, step, column and hidden unit (rough, see above)
-PARTS = ("parameters", "gradients", "optimizer", "activations", "loss", "fixed_buffer", "data")
+PARTS = ("parameters", "gradients", "optimizer", "activations", "loss", "fixed_buffer", "data",
+         "runtime", "build")
 _PART_NAMES = {"parameters": "parameters", "gradients": "gradients", "optimizer": "optimizer state",
                "activations": "activations", "loss": "loss", "fixed_buffer": "fixed embedding",
-               "data": "token ids"}
+               "data": "token ids", "runtime": "runtime",
+               "build": "building the fixed table"}
 _ID_BYTES = 4 * 2  # an int32 id, mapped, and its batchified copy
+# Measured 2026-12-03 (2-core AMD EPYC, torch 2.13.0+cpu, scripts/bench_scale.py): a training
+# process's peak less `import torch, lmfix.train`'s, less the other parts, at V = 33k and 100k,
+# fixed and learned, d = 200 and 512: 130-170 MB. Not measured on a GPU, where the CUDA
+# context lives in host memory and the device's own is not counted here.
+RUNTIME_BYTES_CPU = 150_000_000
+_ADAM_COPIES = 3  # exp_avg, exp_avg_sq and the step's temporary
 
 
 # Gates per RNN cell: an LSTM's four (input, forget, cell, output), a GRU's three, an RNN's one.
@@ -152,19 +171,29 @@ def estimate_train_bytes(vocab: int, emsize: int, nhid: int | None, nlayers: int
         device = torch.device(device_type)
         logits = max(min(default_chunk_rows(n, V, dtype, device), n) * V * dtype_bytes
                      for n in (rows, bptt * eval_batch_size))
-    # A trainable classifier's V × d gradient is saved by the loss's forward, and backward
-    # returns a copy scaled by the incoming gradient: two at once (a bare fixed one: none).
-    # A fixed table with trainable parts is trainable as a whole: the same two, plus the
-    # combined V × d matrix itself, built for each forward.
+    # A trainable classifier's V × d gradient is saved by the loss's forward; backward returns
+    # a copy scaled by the incoming gradient, which autograd keeps as the parameter's gradient
+    # (counted under gradients). A learned input table's own gradient is made after the saved
+    # one is freed, so an untied model pays for the saved one only where it is the larger. A
+    # fixed table with trainable parts is trainable as a whole but is no parameter: the
+    # combined V × d matrix, its saved gradient and the returned copy are all held.
     has_parts = bool(learn_top or delta_rank)
-    trainable_out = lay.output_base == "learned" or has_parts
-    weight_grad = 2 * V * out_dim * dtype_bytes if trainable_out else 0
-    combined = V * d * dtype_bytes if has_parts else 0
-    loss = logits + weight_grad + combined + rows * (out_dim + 1) * dtype_bytes
-    parts = {"parameters": params, "gradients": params,
-             "optimizer": 0 if optimizer == "sgd" else 2 * params,
+    saved = V * out_dim * dtype_bytes if lay.output_base == "learned" else 0
+    if lay.output_base == "learned" and not lay.tied and lay.input == "learned":
+        saved = max(0, saved - V * d * dtype_bytes)
+    if has_parts:
+        saved = 3 * V * d * dtype_bytes
+    loss = logits + saved + rows * (out_dim + 1) * dtype_bytes
+    optimizer_bytes = 0 if optimizer == "sgd" else _ADAM_COPIES * params
+    # Given vectors are held twice while the model is built (the table as read or made, and
+    # the model's own copy, its buffer): one V × d more than training holds, of which the
+    # steps' working memory, allocated only later, covers part.
+    working = params + optimizer_bytes + activations + loss
+    build = max(0, counts["fixed"] * dtype_bytes - working) if lay.has_fixed else 0
+    parts = {"parameters": params, "gradients": params, "optimizer": optimizer_bytes,
              "activations": activations, "loss": loss,
-             "fixed_buffer": counts["fixed"] * dtype_bytes, "data": tokens * _ID_BYTES}
+             "fixed_buffer": counts["fixed"] * dtype_bytes, "data": tokens * _ID_BYTES,
+             "runtime": RUNTIME_BYTES_CPU if device_type == "cpu" else 0, "build": build}
     parts["total"] = sum(parts.values())
     return parts
 

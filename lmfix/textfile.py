@@ -45,6 +45,19 @@ def text_chunks(f, name: str, end_newline: bool = True) -> Iterator[str]:
         yield carry + "\n" if end_newline else carry
 
 
+def chunk_lines(chunk: str) -> list[str]:
+    """A chunk's lines as readline gives them: each with its newline, a last one without.
+    (Not str.splitlines, which also cuts at form feeds and other separators that a corpus
+    line may hold.)"""
+    parts = chunk.split("\n")
+    return [t + "\n" for t in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def lines_chunk(lines) -> str:
+    """Lines joined into one chunk of whole lines, each ending in a newline."""
+    return "".join(t if t.endswith("\n") else t + "\n" for t in lines)
+
+
 def chunk_chars(chunk: str) -> int:
     """Characters of a chunk of whole lines as :func:`lmfix.data.count_chars` counts them:
     each line's, leading and trailing blanks not counted, plus one per line end."""

@@ -99,7 +99,12 @@ def build_model(cfg: TrainConfig, corpus: Corpus,
                        learn_top=cfg.learn_top, delta_rank=cfg.delta_rank, model=cfg.model,
                        nhead=cfg.nhead, positions=cfg.positions, context=cfg.bptt,
                        norm=cfg.norm)
-    fixed = normalize_vectors(res.matrix, cfg.embedding_norm) if res.matrix is not None else None
+    # The table as made or read is let go once normalized (a new tensor), so that it and the
+    # model's own copy are the most held at once: two V × d (lmfix.memory's "build"); at
+    # V = 268k, d = 512 a third copy made the build the run's peak.
+    matrix, res.matrix = res.matrix, None
+    fixed = normalize_vectors(matrix, cfg.embedding_norm) if matrix is not None else None
+    del matrix
     # --learn-top: the most frequent words of the whole training split
     top = top_ids(corpus.train, V, cfg.learn_top) if cfg.learn_top else None
     torch.manual_seed(cfg.seed)
@@ -342,8 +347,15 @@ def _finish(run: Run) -> dict:
         raise LmfixError(f"no training step ran (--max-minutes {run.cfg.max_minutes} ended the "
                          "run before the first batch); nothing to report")
     with run.dist.meter.outside_steps():
-        best = load_checkpoint(run.out / BEST, map_location=run.device)
-        run.model.load_state_dict(best["model"])
+        # Training is over: its gradients and optimizer state go before the best model is
+        # read, and the file is mapped rather than read whole, so testing needs less memory
+        # than a step did (read into memory beside them, the copy was the run's peak: at
+        # V = 268k, d = 512 up to the parameters' and the fixed table's size again).
+        run.opt.zero_grad(set_to_none=True)
+        run.opt.state.clear()
+        best = load_checkpoint(run.out / BEST, map_location=run.device, mmap=True)["model"]
+        run.model.load_state_dict(best)
+        del best
         test_loss, test_ntok = evaluation.mean_nll(run.model, run.data["test"], run.cfg.bptt,
                                                    run.dist)
         if not (test_ntok and run.state.val_ntok):

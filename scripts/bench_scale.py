@@ -2,7 +2,7 @@
 """How lmfix's costs grow with the vocabulary size V and the corpus size N.
 
 Every figure is one whole process, started as a user would start it, timed by the wall clock
-and watched for memory: every ~50 ms the memory of the process and all its descendants is
+and watched for memory: every 50 ms (slowing to every 0.5 s over a long run) the memory of the process and all its descendants is
 summed (PSS from /proc/PID/smaps_rollup where it can be read, so the pages the corpus
 encoder's worker processes share with their parent are counted once; RSS from
 /proc/PID/status otherwise) and the largest sum is the peak (the RSS sum is kept beside it in
@@ -43,6 +43,9 @@ grid goes on. At the end (or with ``--report`` alone) results.json is rendered a
 tables (stdout, and ``--table FILE``) and a log-log plot against V (``--plot FILE``, default
 ``--out``/scale.png).
 
+A change to lmfix.memory needs no new runs: ``--re-estimate`` recomputes every training
+estimate from the config each run recorded (kept in results.json), then renders.
+
 The poll adds a little CPU work of its own (reading smaps_rollup walks the page tables of a
 large process) and misses peaks shorter than the interval. PSS divides a shared page among
 every process that maps it, machine-wide: this script imports neither lmfix nor torch nor
@@ -69,31 +72,25 @@ import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, when imported by a test
+from proc_watch import run_watched  # noqa: E402
+from scale_report import (BASELINE_CODE, EMBEDDINGS, EVAL_TOKENS, OPTIMIZERS,  # noqa: E402
+                          fmt_bytes, fmt_s, machine_line, report)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAKE_CORPUS = ROOT / "scripts" / "make_corpus.py"
 PARTS = ("load", "pmi", "word2vec", "train")
-EMBEDDINGS = ("learned", "learned-untied", "random-orthogonal")
-FIXED = "random-orthogonal"
-OPTIMIZERS = ("sgd", "adamw")
 LR = {"sgd": 20.0, "adam": 1e-3, "adamw": 1e-3}
 EMB_DIM = 200  # PMI's and word2vec's dimension
-EVAL_TOKENS = 2000
 LONG_S = 60.0  # a figure that takes longer is measured once
-POLL_S = 0.05
-GRACE_S = 10.0  # after a Ctrl-C, how long a child may take to stop before it is killed
 FORMAT = 1
-KINDS = {"load-cold": "load (cold)", "load-cached": "load (cached)", "pmi": "PMI d=200",
-         "word2vec": "lmfix word2vec", "gensim": "gensim word2vec"}
 
 LOAD_CODE = "from lmfix.data import load_corpus; load_corpus({dir})"
-BASELINE_CODE = "import torch, lmfix.train"
 PROBE_CODE = """
 import json, sys
 from lmfix.data import load_corpus
@@ -123,8 +120,11 @@ class Sized:
 
 config, sizes = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 t, m = config["train"], config["model"]
-corpus = SimpleNamespace(train=Sized(sizes["train"]), split=lambda s: Sized(sizes[s]))
-used = tokens_used(SimpleNamespace(**t), corpus)
+if "used" in sizes:  # --re-estimate: the run's own count
+    used = sizes["used"]
+else:
+    corpus = SimpleNamespace(train=Sized(sizes["train"]), split=lambda s: Sized(sizes[s]))
+    used = tokens_used(SimpleNamespace(**t), corpus)
 device = "cuda" if str(t.get("device", "cpu")).startswith("cuda") else "cpu"
 parts = estimate_train_bytes(
     m["vocab_size"], m["emsize"], m["nhid"], m["nlayers"], t["batch_size"], t["bptt"],
@@ -184,15 +184,19 @@ def _version(dist: str) -> str | None:
 
 
 def machine() -> dict:
-    cpu, avx512 = "unknown", False
+    info, avx512 = {}, False
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
             key, _, value = line.partition(":")
             key = key.strip()
-            if key == "model name" and cpu == "unknown":
-                cpu = value.strip()
+            if key in ("model name", "cpu family", "model") and key not in info:
+                info[key] = value.strip()
             elif key == "flags" and not avx512:
                 avx512 = "avx512f" in value.split()
+    # a VM's model name can be as bare as "AMD EPYC": family and model tell Zen 3 from Zen 4
+    cpu = info.get("model name", "unknown")
+    if "cpu family" in info and "model" in info:
+        cpu += f" (family {info['cpu family']} model {info['model']})"
     mem = None
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="utf-8") as f:
         mem = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
@@ -202,155 +206,6 @@ def machine() -> dict:
             "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                     "OPENBLAS_NUM_THREADS") if k in os.environ}}
 
-
-def machine_line(m: dict) -> str:
-    threads = ", ".join(f"{k}={v}" for k, v in (m.get("threads") or {}).items())
-    mem = f", {fmt_bytes(m['memory_bytes'])} RAM" if m.get("memory_bytes") else ""
-    return (f"{m.get('cpu', 'unknown CPU')} ({'avx512f' if m.get('avx512f') else 'no avx512f'}), "
-            f"{m.get('cores')} cores{mem}, torch {m.get('torch')}, gensim {m.get('gensim')}"
-            + (f", {threads}" if threads else ""))
-
-
-# -- one process, watched ----------------------------------------------------------------------
-
-_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def _children(pid: int) -> list[int]:
-    """A process's children: each of its threads lists those it started."""
-    out: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        with contextlib.suppress(OSError, ValueError):
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                out += [int(x) for x in f.read().split()]
-    return out
-
-
-def _parents() -> dict[int, list[int]]:
-    """pid → children from every /proc/PID/stat (kernels without the children files)."""
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])  # comm may hold spaces
-                kids.setdefault(ppid, []).append(int(name))
-    return kids
-
-
-def process_tree(root: int) -> list[int]:
-    kids = None if _CHILDREN_FILES else _parents()
-    pids, i = [root], 0
-    while i < len(pids):
-        pids += _children(pids[i]) if kids is None else kids.get(pids[i], [])
-        i += 1
-    return pids
-
-
-def process_memory(pid: int) -> tuple[int, int, str] | None:
-    """(PSS or RSS, RSS, "pss" | "rss") of one process in bytes, None once it is gone."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            found = {}
-            for line in f:
-                if line.startswith((b"Rss:", b"Pss:")):
-                    found[line[:3]] = int(line.split()[1]) * 1024
-            if b"Pss" in found and b"Rss" in found:
-                return found[b"Pss"], found[b"Rss"], "pss"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-                    return rss, rss, "rss"
-    return None
-
-
-@dataclass
-class Trial:
-    wall_s: float
-    peak_bytes: int  # PSS where readable
-    peak_rss_bytes: int  # beside it: PSS shares pages with every process on the machine
-    returncode: int
-    memory: str  # pss, rss or mixed: what the peak sums
-    last_stderr: str = ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Ask the child's process group to stop as Ctrl-C would, then kill what is left."""
-    for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def last_line(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    # tqdm redraws with \r: the last line is what is left after the last one
-    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in tail.splitlines()]
-    return next((ln for ln in reversed(lines) if ln), "")
-
-
-def run_watched(cmd: list[str], env: dict | None = None, stderr_path: Path | None = None,
-                watch=None) -> Trial:
-    """Run ``cmd`` to its end, sampling the memory of its process tree; ``watch()`` is
-    called at every sample (the training log is read there)."""
-    env = {**os.environ, **(env or {})}
-    err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
-    try:
-        t0 = time.perf_counter()
-        # its own process group: a Ctrl-C here reaches it through _stop, and the whole tree
-        # can be stopped at once
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, env=env, start_new_session=True)
-        peak = peak_rss = 0
-        kinds = set()
-        try:
-            while True:
-                total = total_rss = 0
-                for pid in process_tree(proc.pid):
-                    m = process_memory(pid)
-                    if m is not None:
-                        total, total_rss = total + m[0], total_rss + m[1]
-                        kinds.add(m[2])
-                peak, peak_rss = max(peak, total), max(peak_rss, total_rss)
-                if watch is not None:
-                    watch()
-                try:
-                    proc.wait(POLL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-        except BaseException:
-            _stop(proc)
-            raise
-        wall = time.perf_counter() - t0
-        if watch is not None:
-            watch()
-    finally:
-        if stderr_path:
-            err.close()
-    memory = "mixed" if len(kinds) > 1 else next(iter(kinds), "none")
-    last = last_line(stderr_path) if stderr_path and proc.returncode else ""
-    if stderr_path and not proc.returncode and stderr_path.stat().st_size == 0:
-        stderr_path.unlink()  # keep the logs that say something
-    return Trial(wall, peak, peak_rss, proc.returncode, memory, last)
-
-
-# -- the training log --------------------------------------------------------------------------
 
 class StepLog:
     """(time, tokens_seen) of the step records of a run's metrics.jsonl as they appear. A
@@ -503,6 +358,19 @@ def plan(a, corpora: list[Corpus], workers: int) -> list[Task]:
 
 
 # -- the bench ---------------------------------------------------------------------------------
+
+def _default_config(e: dict) -> dict:
+    """The config.json an entry's run had, from its settings and lmfix's defaults (2 layers,
+    batch 20, bptt 35, eval batch 10), for entries from before the config was kept."""
+    s = e["settings"]
+    emb = s["embedding"]
+    model = {"vocab_size": e["vocab"], "emsize": s["d"], "nhid": s["d"], "nlayers": 2,
+             "embedding": emb if emb in ("learned", "learned-untied") else "vectors",
+             "fix": None if emb in ("learned", "learned-untied") else "both"}
+    train = {"batch_size": 20, "bptt": 35, "eval_batch_size": 10, "optimizer": s["optimizer"],
+             "device": s["device"]}
+    return {"train": train, "model": model}
+
 
 class Bench:
     def __init__(self, a, results: Results):
@@ -745,224 +613,31 @@ class Bench:
             (scratch / "config.json").write_text(json.dumps(self._run_config))
             (scratch / "sizes.json").write_text(json.dumps(task.corpus.info))
             try:
-                return self.helper(ESTIMATE_CODE, "estimate", [str(scratch / "config.json"),
-                                                               str(scratch / "sizes.json")])
+                fig = self.helper(ESTIMATE_CODE, "estimate", [str(scratch / "config.json"),
+                                                              str(scratch / "sizes.json")])
             except BenchError as e:
                 return {"estimate_error": str(e)}
+        # kept so that --re-estimate can apply a changed lmfix.memory without training again
+        return {**fig, "run_config": self._run_config}
 
-
-# -- report ------------------------------------------------------------------------------------
-
-def fmt_s(x: float | None) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.2f} s" if x < 10 else f"{x:.1f} s" if x < 100 else f"{x:,.0f} s"
-
-
-def fmt_bytes(x: float | None) -> str:
-    if x is None:
-        return "—"
-    sign, x = ("−" if x < 0 else ""), abs(x)
-    if x >= 1e9:
-        return f"{sign}{x / 1e9:.2f} GB"
-    return f"{sign}{x / 1e6:.1f} MB" if x < 1e7 else f"{sign}{x / 1e6:.0f} MB"
-
-
-def fmt_ratio(x: float) -> str:
-    return f"{x:.2f}".replace("-", "−")
-
-
-def fmt_count(n: int) -> str:
-    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
-
-
-def _latest(entries) -> dict:
-    """(kind, V, N, shown settings) → the newest entry; a failure only where nothing
-    succeeded."""
-    best: dict = {}
-    for e in entries:
-        s = e.get("settings") or {}
-        shown = (s.get("d"), s.get("embedding"), s.get("optimizer")) if e["kind"] == "train" \
-            else ()
-        k = (e["kind"], e.get("vocab"), e.get("tokens"), shown)
-        old = best.get(k)
-        if old is None or (e["ok"], e.get("date", "")) > (old["ok"], old.get("date", "")):
-            best[k] = e
-    return best
-
-
-def _train_rows(best: dict) -> dict:
-    """(V, d, embedding, optimizer) → the train entry of V's smallest corpus."""
-    rows: dict = {}
-    for (kind, V, N, shown), e in best.items():
-        if kind == "train":
-            k = (V, *shown)
-            if k not in rows or N < rows[k]["tokens"]:
-                rows[k] = e
-    return rows
-
-
-def render(results: dict) -> str:
-    entries = list(results.get("entries", {}).values())
-    if not entries:
-        return "No measurements yet.\n"
-    best = _latest(entries)
-    machines = {machine_line(e["machine"]) for e in entries if e.get("machine")}
-    dates = sorted(e["date"][:10] for e in entries if e.get("date"))
-    out = [f"Machine: {'; '.join(sorted(machines))}. Measured {dates[0]}"
-           + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + ".", ""]
-
-    def get(kind, V=None, N=None, shown=()):
-        return best.get((kind, V, N, shown))
-
-    def cell(e, what="wall"):
-        if e is None:
-            return "—"
-        if not e["ok"]:
-            return "failed"
-        return fmt_s(e["wall_s"]) if what == "wall" else fmt_bytes(e["peak_bytes"])
-
-    data = sorted({(V, N) for (kind, V, N, _) in best if kind in KINDS})
-    if data:
-        out += ["| V | tokens | cold s | cold peak | cached s | cached peak | PMI s | PMI peak "
-                "| word2vec s | gensim s | ratio |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for V, N in data:
-            cold, cached, pmi, w2v, gen = (get(k, V, N) for k in KINDS)
-            ratio = f"{w2v['wall_s'] / gen['wall_s']:.2f}" if w2v and gen and w2v["ok"] \
-                and gen["ok"] else "—"
-            out.append(f"| {V:,} | {fmt_count(N)} | {cell(cold)} | {cell(cold, 'peak')} | "
-                       f"{cell(cached)} | {cell(cached, 'peak')} | {cell(pmi)} | "
-                       f"{cell(pmi, 'peak')} | {cell(w2v)} | {cell(gen)} | {ratio} |")
-        out += ["", "Whole processes: wall time and peak memory (PSS) of the process tree, "
-                "median of repeats. Cold: an empty LMFIX_CACHE; cached: the id cache filled. "
-                "PMI and word2vec at d = 200 (word2vec: 1 epoch, CBOW), the cache filled; "
-                "ratio: lmfix word2vec time / gensim's on the same sentences.", ""]
-    rows = _train_rows(best)
-    base = get("baseline")
-    base_b = base["peak_bytes"] if base and base["ok"] else None
-    if rows:
-        out += ["| V | d | embedding | optimizer | tokens/s | peak | estimate | "
-                "(peak − baseline) / estimate | fixed saving | formula saving | "
-                "saving / formula |",
-                "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for (V, d, emb, opt), e in sorted(rows.items(), key=lambda kv: (
-                kv[0][0], kv[0][1], _order(EMBEDDINGS, kv[0][2]), _order(OPTIMIZERS, kv[0][3]))):
-            saved = formula = ratio_s = "—"
-            if not e["ok"]:
-                out.append(f"| {V:,} | {d} | {emb} | {opt} | failed | failed |"
-                           + " — |" * 5)
+    def re_estimate(self) -> int:
+        """Each train entry's estimate again, from the config it recorded (or, for an entry
+        from before configs were kept, lmfix's defaults with its settings), with the lmfix
+        installed now; the measurements are not touched. Returns how many changed."""
+        changed = 0
+        for key, e in list(self.results.entries.items()):
+            if e.get("kind") != "train" or not e.get("ok"):
                 continue
-            est = e.get("estimate_bytes")
-            ratio = fmt_ratio((e["peak_bytes"] - base_b) / est) if est and base_b is not None \
-                else "—"
-            learned = rows.get((V, d, "learned", opt))
-            if emb == FIXED and learned and learned["ok"]:
-                s = learned["peak_bytes"] - e["peak_bytes"]
-                pct = f"{100 * s / learned['peak_bytes']:.0f}".replace("-", "−")
-                saved = f"{fmt_bytes(s)} ({pct}%)"
-                if learned.get("estimate_bytes") and est:
-                    f = learned["estimate_bytes"] - est
-                    formula = fmt_bytes(f)
-                    ratio_s = fmt_ratio(s / f) if f else "—"
-            tok = f"{e['tokens_per_s']:,.0f}" if e.get("tokens_per_s") else "—"
-            out.append(f"| {V:,} | {d} | {emb} | {opt} | {tok} | {fmt_bytes(e['peak_bytes'])} | "
-                       f"{fmt_bytes(est)} | {ratio} | {saved} | {formula} | {ratio_s} |")
-        s = next(iter(rows.values())).get("settings", {})
-        out += ["", f"`lmfix train`, 1 epoch of {s.get('train_tokens', 0):,} training tokens "
-                f"(batch 20 × bptt 35, log every {s.get('log_interval')} steps), "
-                f"{EVAL_TOKENS:,} validation and test tokens; emsize = nhid = d; SGD lr 20, "
-                "AdamW lr 1e-3; each V on its smallest corpus. tokens/s: from the run's log, "
-                "the first interval left out. Estimate: `lmfix.memory.estimate_train_bytes`. "
-                f"Baseline (`python -c \"{BASELINE_CODE}\"`): {fmt_bytes(base_b)}. Fixed "
-                f"saving: peak(learned) − peak({FIXED}), % of the learned peak, beside the "
-                "estimates' difference.", ""]
-    # every key whose last attempt failed, also where other settings filled the table's cell
-    failed = [e for e in entries if not e["ok"]]
-    if failed:
-        out.append("Failed:")
-        for e in failed:
-            what = " ".join(str(x) for x in (e["kind"], e.get("vocab") or "", e.get("tokens") or "",
-                                               json.dumps(e.get("settings") or {})) if x != "")
-            out.append(f"- {what}: {e.get('error')}")
-        out.append("")
-    return "\n".join(out)
-
-
-def _order(seq, x) -> int:
-    return seq.index(x) if x in seq else len(seq)
-
-
-def plot(results: dict, path: Path) -> bool:
-    """Cost against V, log-log: times of the data steps, training peaks per embedding."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    # log axes label 3×10⁻¹ otherwise; plain numbers read better in a doc
-    plain = FuncFormatter(lambda v, _: f"{v:,.6g}")
-    some = FuncFormatter(lambda v, _: f"{v:,.6g}" if f"{v:e}"[0] in "25" else "")
-
-    def style(ax) -> None:
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(some)
-        ax.tick_params(which="minor", labelsize=7)
-        ax.grid(True, which="both", alpha=0.3)
-
-    entries = [e for e in results.get("entries", {}).values() if e["ok"]]
-    best = _latest(entries)
-    rows = _train_rows(best)
-    dims = sorted({d for (_, d, _, _) in rows})
-    fig, axes = plt.subplots(1, 1 + len(dims), figsize=(6 * (1 + len(dims)), 4.8),
-                             squeeze=False)
-    ax = axes[0][0]
-    drawn = False
-    for kind, label in KINDS.items():
-        here = [(V, N, e) for (k, V, N, _), e in best.items() if k == kind]
-        if not here:
-            continue
-        top = max(N for _, N, _ in here)
-        pts = sorted((V, e["wall_s"]) for V, N, e in here if N == top)
-        ax.loglog(*zip(*pts), marker="o", label=f"{label}, {fmt_count(top)} tokens")
-        drawn = True
-    ax.set(xlabel="vocabulary size V", ylabel="wall time (s)",
-           title="corpus load, PMI and word2vec (largest corpus measured)")
-    style(ax)
-    if drawn:
-        ax.legend(fontsize=8)
-    colors = dict(zip(EMBEDDINGS, ("C0", "C1", "C2")))
-    for ax, d in zip(axes[0][1:], dims):
-        for emb in EMBEDDINGS:
-            for opt, dash in zip(OPTIMIZERS, ("-", "--")):
-                pts = sorted((V, e["peak_bytes"] / 1e9) for (V, dd, em, op), e in rows.items()
-                             if dd == d and em == emb and op == opt)
-                if pts:
-                    ax.loglog(*zip(*pts), dash, marker="o", color=colors[emb],
-                              label=f"{emb}, {opt}")
-        ax.set(xlabel="vocabulary size V", ylabel="peak memory of the process (GB)",
-               title=f"lmfix train, d = {d}")
-        style(ax)
-        ax.legend(fontsize=8)
-    machines = sorted({machine_line(e["machine"]).split(", torch")[0] for e in entries
-                       if e.get("machine")})
-    fig.suptitle(f"lmfix costs against V — {'; '.join(machines) or 'no measurements'}",
-                 fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def report(a, results: dict) -> None:
-    text = render(results)
-    print(text)
-    if a.table:
-        a.table.parent.mkdir(parents=True, exist_ok=True)
-        a.table.write_text(text, encoding="utf-8")
-    plot(results, a.plot or a.out / "scale.png")
+            config = e.get("run_config") or _default_config(e)
+            with self._scratch() as scratch:
+                (scratch / "config.json").write_text(json.dumps(config))
+                (scratch / "sizes.json").write_text(json.dumps({"used": e["tokens_used"]}))
+                fig = self.helper(ESTIMATE_CODE, "estimate", [str(scratch / "config.json"),
+                                                              str(scratch / "sizes.json")])
+            if fig["estimate_bytes"] != e.get("estimate_bytes"):
+                changed += 1
+            self.results.put("entries", key, {**e, **fig, "run_config": config})
+        return changed
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -1021,6 +696,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"runs of a figure under {LONG_S:.0f} s, the median reported (default 3)")
     ap.add_argument("--force", action="store_true", help="measure again what results.json has")
     ap.add_argument("--report", action="store_true", help="only render results.json")
+    ap.add_argument("--re-estimate", action="store_true",
+                    help="recompute the training estimates with the lmfix installed now (after "
+                    "a change to lmfix.memory), then render; nothing is measured")
     ap.add_argument("--table", type=Path, help="also write the Markdown tables here")
     ap.add_argument("--plot", type=Path, help="the plot's PNG (default OUT/scale.png)")
     g = ap.add_argument_group("training")
@@ -1064,6 +742,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_scale: error: {e}", file=sys.stderr)
         return 2
     if a.report:
+        report(a, results.data)
+        return 0
+    if a.re_estimate:
+        try:
+            changed = Bench(a, results).re_estimate()
+        except BenchError as e:
+            print(f"bench_scale: error: {e}", file=sys.stderr)
+            return 2
+        print(f"bench_scale: {changed} estimates changed", flush=True)
         report(a, results.data)
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # a kill stops like Ctrl-C: results stay valid

@@ -19,6 +19,7 @@ spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
 bs = importlib.util.module_from_spec(spec)
 sys.modules["bench_scale"] = bs  # its dataclasses look their module up there
 spec.loader.exec_module(bs)
+import scale_report  # noqa: E402  (importable once bench_scale has put scripts/ on sys.path)
 
 V, N = 400, 30_000
 GRID = ["--vocabs", str(V), "--tokens", str(N), "--eval-tokens", "3000", "3000",
@@ -67,7 +68,7 @@ def test_a_failing_command_is_recorded_with_its_last_stderr_line(tmp_path, monke
     assert len(entry["trials"]) == 1 and entry["trials"][0]["wall_s"] > 0  # no repeats after
     results.put("entries", task.key, entry)
     assert bs.Results(a.out).entries[task.key]["error"] == "boom: no such"
-    assert "boom: no such" in bs.render(results.data)
+    assert "boom: no such" in scale_report.render(results.data)
 
 
 def test_step_log_leaves_out_the_first_interval(tmp_path):
@@ -169,3 +170,21 @@ def test_ctrl_c_leaves_results_valid(first_run):
     assert after[cold]["trials"] != before[cold]["trials"]  # measured again, kept
     assert after[cached] == before[cached]  # the interrupted one left as it was
     assert not list((tmp / "out" / "tmp").iterdir())
+
+
+def test_re_estimate_applies_the_current_memory_model_without_training(tmp_path):
+    from lmfix.memory import estimate_train_bytes
+    out = tmp_path / "out"
+    results = bs.Results(out)
+    entry = {"kind": "train", "vocab": 500, "tokens": N, "ok": True, "peak_bytes": 10**9,
+             "date": "2026-12-03T12:00:00", "wall_s": 1.0,
+             "settings": {"d": 16, "embedding": "random-orthogonal", "optimizer": "adamw",
+                          "device": "cpu"},
+             "tokens_used": 4000, "estimate_bytes": 1, "estimate_parts": {"total": 1}}
+    results.put("entries", "train-old", entry)  # from before run configs were kept
+    assert bs.main(["--out", str(out), "--re-estimate"]) == 0
+    again = bs.Results(out).entries["train-old"]
+    want = estimate_train_bytes(500, 16, 16, 2, 20, 35, "vectors", "adamw", 10, fix="both",
+                                tokens=4000)
+    assert again["estimate_bytes"] == want["total"] and again["estimate_parts"] == want
+    assert again["peak_bytes"] == 10**9 and again["run_config"]["model"]["fix"] == "both"

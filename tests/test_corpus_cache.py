@@ -205,3 +205,67 @@ def test_cache_key_changes_with_the_tokenizer(tiny_corpus_dir, cache):
     sp = corpus_cache.cache_key(src, TokenizerConfig("sentencepiece", "unigram", 100))
     sp2 = corpus_cache.cache_key(src, TokenizerConfig("sentencepiece", "unigram", 200))
     assert len({word, sp, sp2}) == 3
+
+
+def test_chunk_lines_cut_only_at_newlines_and_round_trip():
+    # str.splitlines would also cut at the form feed and U+2028 inside these lines
+    lines = ["a \x0c b\n", "c\u2028d\n", "\n", "last"]
+    chunk = "".join(lines)
+    assert textfile.chunk_lines(chunk) == lines
+    assert textfile.chunk_lines(textfile.lines_chunk(lines)) == lines[:-1] + ["last\n"]
+    assert textfile.chunk_lines("") == []
+
+
+def test_read_keeps_form_feeds_inside_lines(tmp_path):
+    for s in ("train", "valid", "test"):
+        (tmp_path / f"{s}.txt").write_text("x \x0c y\nz\n", encoding="utf-8")
+    raw = read_directory(tmp_path)
+    assert raw.lines["train"] == ["x \x0c y\n", "z\n"]
+
+
+def _counting_digests(monkeypatch):
+    calls = []
+    real = corpus_cache.hashlib.file_digest
+
+    def digest(f, name):
+        calls.append(name)
+        return real(f, name)
+    monkeypatch.setattr(corpus_cache.hashlib, "file_digest", digest)
+    return calls
+
+
+def test_an_unchanged_file_is_hashed_once(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(corpus_cache, "_RACY_S", 0.0)
+    calls = _counting_digests(monkeypatch)
+    f = tmp_path / "t.txt"
+    f.write_bytes(b"a b c\n")
+    first = corpus_cache.file_sha256(f)
+    assert corpus_cache.file_sha256(f) == first and len(calls) == 1
+    f.write_bytes(b"a b d\n")  # same size, new bytes: its stat moved, so it is read again
+    assert corpus_cache.file_sha256(f) != first and len(calls) == 2
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns))  # ctime moves even so
+    corpus_cache.file_sha256(f)
+    assert len(calls) == 3
+
+
+def test_a_just_written_file_is_not_remembered(tmp_path, cache, monkeypatch):
+    calls = _counting_digests(monkeypatch)
+    f = tmp_path / "t.txt"
+    f.write_bytes(b"a b c\n")
+    corpus_cache.file_sha256(f)
+    corpus_cache.file_sha256(f)
+    assert len(calls) == 2  # within _RACY_S of its change: a same-tick rewrite could hide
+
+
+def test_a_foreign_ids_file_is_caught_even_once_remembered(tiny_corpus_dir, cache, monkeypatch,
+                                                           capsys):
+    monkeypatch.setattr(corpus_cache, "_RACY_S", 0.0)
+    load_corpus(str(tiny_corpus_dir))
+    load_corpus(str(tiny_corpus_dir))  # the ids' sha256 is remembered now
+    (where,) = [p for p in cache.iterdir() if p.is_dir()]
+    data = np.fromfile(where / "train.ids", dtype="<i4")
+    data[::5] = 0
+    data.tofile(where / "train.ids")
+    capsys.readouterr()
+    load_corpus(str(tiny_corpus_dir))
+    assert "damaged" in capsys.readouterr().err

@@ -287,3 +287,18 @@ def test_the_large_matrix_svd_matches_the_exact_one(monkeypatch):
     cos = np.linalg.svd(U[:, :20].T @ U2[:, :25], compute_uv=False)
     assert cos.min() > 0.999
     assert np.all(np.abs(U2).max(axis=0) == U2.max(axis=0))  # signs fixed as the exact path's
+
+
+def test_the_large_path_is_sized_for_its_float32_bases(monkeypatch):
+    """At V = 268k, d = 512 the float64 arithmetic asked for 17.7 GB, refusing a 16 GB
+    machine an SVD that needs about 8 GB in float32."""
+    m = pmi.ppmi(pmi.cooccurrence(_markov_ids(20_000), 400))
+    V, C = m.shape
+    exact = m.nnz * 12 + 250 * (V + C) * 8 + 50 * (V + C) * 16
+    large = m.nnz * 16 + 250 * (V + C) * 4 + 50 * (V + C) * 12
+    assert large < exact
+    between = int((large + exact) / 2 / 0.9)
+    with pytest.raises(LmfixError, match="rank-50 SVD"):
+        pmi.check_svd_fits(m, 50, available=between)  # the exact path's need is over it
+    monkeypatch.setattr(pmi, "LARGE_NNZ", 100)
+    pmi.check_svd_fits(m, 50, available=between)  # the large path's is under

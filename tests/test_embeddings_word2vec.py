@@ -118,3 +118,18 @@ def test_several_workers_read_a_corpus_file_one_streams(tiny_corpus_dir, monkeyp
     for workers in (1, 2):
         build.build_embeddings("word2vec", corpus, 8, {"workers": workers, "epochs": 1})
     assert seen == [("Sentences", False), ("NoneType", True)]
+
+
+def test_corpus_file_equals_the_sentences_joined_for_any_block_and_unicode(tmp_path,
+                                                                          monkeypatch):
+    from lmfix.embeddings import word2vec
+    words = ["<eos>", "naïve", "日本", "a", "<unk>"]
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, len(words), 1000)
+    for block, tail in ((7, 0), (1 << 20, 0), (3, 3)):  # ends on <eos>, and on a word
+        monkeypatch.setattr(word2vec, "_WRITE_BLOCK", block)
+        ids[-1] = tail
+        path = tmp_path / f"c{block}.txt"
+        word2vec.write_corpus_file(ids, words, 0, str(path))
+        want = "".join(words[i] + ("\n" if i == 0 else " ") for i in ids)
+        assert path.read_text(encoding="utf-8") == want + ("" if tail == 0 else "\n")

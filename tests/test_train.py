@@ -221,3 +221,52 @@ def test_lr_decay_divides_the_lr_on_a_plateau(tiny_corpus_dir, tmp_path, decay):
            .splitlines() if json.loads(l)["kind"] == "epoch"]
     assert all(b in (a, a / decay) for a, b in zip(lrs, lrs[1:])) and s["epochs"] == 4
     assert (set(lrs) == {20.0}) == (decay == 1.0)  # the tiny run plateaus once at least
+
+
+def test_the_best_model_is_mapped_after_the_optimizer_state_is_freed(tiny_corpus_dir, tmp_path,
+                                                                    monkeypatch):
+    """Testing the best model once held it beside the last one, its gradients and Adam's two
+    moments: at V = 268k, d = 512 that end was the run's memory peak, over the estimate."""
+    import lmfix.train as train_mod
+    seen, runs = {}, []
+    real_load, real_finish = train_mod.load_checkpoint, train_mod._finish
+
+    def spy(path, *a, **k):
+        opt = runs[0].opt
+        seen.update(mmap=k.get("mmap"), state=len(opt.state),
+                    grads=sum(p.grad is not None for g in opt.param_groups for p in g["params"]))
+        return real_load(path, *a, **k)
+    monkeypatch.setattr(train_mod, "load_checkpoint", spy)
+    monkeypatch.setattr(train_mod, "_finish", lambda run: runs.append(run) or real_finish(run))
+    s = train(run_cfg(tiny_corpus_dir, tmp_path / "run", epochs=1, optimizer="adamw", lr=1e-3),
+              progress=False)
+    assert seen == {"mmap": True, "state": 0, "grads": 0}
+    assert math.isfinite(s["test_ppl"])
+    # the run stays resumable: its checkpoint kept Adam's moments
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["optimizer"]["state"]
+
+
+def test_the_table_as_made_is_freed_before_the_model_copies_it(tiny_corpus_dir, tmp_path,
+                                                               monkeypatch):
+    """Three V × d copies (the basis, its normalized form, the model's buffer) were held at
+    once while a fixed model was built: at V = 268k, d = 512 that was the run's peak."""
+    import gc
+    import weakref
+
+    import lmfix.train as train_mod
+    made, alive = [], []
+    real_norm, real_lm = train_mod.normalize_vectors, train_mod.LM
+
+    def norm(matrix, mode):
+        made.append(weakref.ref(matrix))
+        return real_norm(matrix, mode)
+
+    def lm(*a, **k):
+        gc.collect()
+        alive.append(made[0]() is not None)
+        return real_lm(*a, **k)
+    monkeypatch.setattr(train_mod, "normalize_vectors", norm)
+    monkeypatch.setattr(train_mod, "LM", lm)
+    train(run_cfg(tiny_corpus_dir, tmp_path / "run", epochs=1, embedding="random-orthogonal",
+                  embedding_norm="mean-unit"), progress=False)
+    assert made and alive == [False]

@@ -91,19 +91,25 @@ def cooccurrence(
     right = sp.csr_matrix(shape, dtype=np.float64)  # counts[w, c] for c to the right of w
     # Offsets past the stream's length hold no pairs (and a huge --window would overflow len()).
     offsets = list(range(1, min(window, ids.size - 1) + 1))
-    # Two offsets are counted at a time (scipy's COO -> CSR conversion releases the GIL), and
-    # added in offset order, so the sums are the one-at-a-time ones, bit for bit.
+    # Two threads count (scipy's COO -> CSR conversion releases the GIL), each half of an
+    # offset's blocks, so both stay busy for an odd number of offsets too (5 offsets two at a
+    # time left one thread idle for a fifth of the counting). The halves are exact integer
+    # counts, so their sum is the one-pass count; offsets are added in order, so the weighted
+    # sums are the one-at-a-time ones, bit for bit.
     from concurrent.futures import ThreadPoolExecutor
+    tasks = [(o, half) for o in offsets for half in (0, 1)]
     with ThreadPoolExecutor(2) as pool, tqdm(total=len(offsets), desc="co-occurrence",
                                                unit="offset", disable=not progress,
                                                leave=False) as bar:
-        def count(offset):
-            return pool.submit(_offset_counts, ids, keep, offset, shape, bound, right.nnz)
-        pending = [count(o) for o in offsets[:2]]
+        def count(task):
+            offset, half = task
+            return pool.submit(_offset_counts, ids, keep, offset, shape, bound, right.nnz, half)
+        pending = [count(t) for t in tasks[:2]]
         for i, offset in enumerate(offsets):
-            pairs = pending.pop(0).result()
-            if i + 2 < len(offsets):
-                pending.append(count(offsets[i + 2]))
+            halves = [pending.pop(0).result() for _ in (0, 1)]
+            pending += [count(t) for t in tasks[2 * i + 2: 2 * i + 4]]
+            pairs = halves[0] + halves[1]
+            del halves
             weight = (window - offset + 1) / window if dyn else 1.0
             right = right + weight * pairs  # exact integer counts, weighted as one matrix
             del pairs
@@ -122,14 +128,16 @@ COUNT_BLOCK = 10_000_000
 
 
 def _offset_counts(ids: np.ndarray, keep: np.ndarray | None, offset: int, shape: tuple,
-                   bound: CountBound, held: int) -> sp.csr_matrix:
-    """How often each (ids[i], ids[i + offset]) pair occurs, as exact integer counts (int32
-    while no count can pass it), summed block by block so that no array of the whole
-    stream's pairs is made."""
+                   bound: CountBound, held: int, half: int = 0) -> sp.csr_matrix:
+    """How often each (ids[i], ids[i + offset]) pair occurs in the first (``half`` 0) or
+    second (1) half of the stream's blocks, as exact integer counts (int32 while no count can
+    pass it), summed block by block so that no array of the whole stream's pairs is made."""
     dtype = np.int32 if ids.size < 2**31 else np.int64
     total = sp.csr_matrix(shape, dtype=dtype)
     n = ids.size - offset
-    for start in range(0, n, COUNT_BLOCK):
+    starts = range(0, n, COUNT_BLOCK)
+    cut = (len(starts) + 1) // 2
+    for start in (starts[:cut] if half == 0 else starts[cut:]):
         stop = min(n, start + COUNT_BLOCK)
         words, contexts = ids[start:stop], ids[start + offset: stop + offset]
         if keep is not None:
@@ -351,10 +359,15 @@ def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
             bar.update(1)
     finally:
         pool.shutdown()
+    del op, parts, t_parts  # the transposed copy
+    # U and Vt are views of PROPACK's Lanczos bases (~765 vectors a side here): take the dim
+    # columns out first, so the bases are freed before the float64 copies are made (made
+    # the other way, the end of the SVD was the build's peak, ~1 GB above the Lanczos steps)
     order = np.argsort(S)[::-1]
-    return (np.ascontiguousarray(U[:, order], dtype=np.float64),
-            np.ascontiguousarray(S[order], dtype=np.float64),
-            np.ascontiguousarray(Vt[order], dtype=np.float64))
+    U = U[:, order]
+    Vt = Vt[order]
+    return (np.ascontiguousarray(U, dtype=np.float64), np.asarray(S[order], dtype=np.float64),
+            np.ascontiguousarray(Vt, dtype=np.float64))
 
 
 def _row_blocks(a: sp.csr_matrix, n: int) -> list[sp.csr_matrix]:
@@ -368,13 +381,17 @@ def _row_blocks(a: sp.csr_matrix, n: int) -> list[sp.csr_matrix]:
 
 def check_svd_fits(matrix: sp.spmatrix, dim: int, available: int | None = None) -> None:
     """Refuse, in one line, an SVD whose memory is not there: the matrix as the solver holds
-    it and PROPACK's Lanczos bases (up to 10·dim vectors of each side, float64; it uses
-    those it needs, ~5·dim on the PPMI matrices measured), plus U, S, Vt."""
+    it and PROPACK's Lanczos bases (up to 10·dim vectors of each side; it uses those it
+    needs, ~4-5·dim on the PPMI matrices measured), plus U, S, Vt. The exact path works in
+    float64; the large one holds a float32 matrix and its transpose (16 bytes a non-zero),
+    float32 bases, and U, Vt in float32 and then float64."""
     from ..memory import available_bytes, format_bytes
     V, C = matrix.shape
     steps = 5 * dim
-    need = matrix.nnz * (16 if matrix.nnz > LARGE_NNZ else 12) + steps * (V + C) * 8 \
-        + dim * (V + C) * 8 * 2
+    if matrix.nnz > LARGE_NNZ:
+        need = matrix.nnz * 16 + steps * (V + C) * 4 + dim * (V + C) * (4 + 8)
+    else:
+        need = matrix.nnz * 12 + steps * (V + C) * 8 + dim * (V + C) * 8 * 2
     if available is None:
         available = available_bytes("cpu")
     if available is not None and need > 0.9 * available:

@@ -64,14 +64,30 @@ class Sentences:
 
 def write_corpus_file(ids: np.ndarray, words: list[str], eos: int, path: str) -> None:
     """The sentences in gensim's ``corpus_file`` format (LineSentence): a line each, words
-    separated by spaces; each line ends with its <eos>."""
-    with_sep = np.array([w + " " for w in words], dtype=object)
-    with_sep[eos] = words[eos] + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        for start in range(0, ids.size, Sentences.BLOCK):
-            f.write("".join(with_sep[np.asarray(ids[start: start + Sentences.BLOCK])]))
+    separated by spaces; each line ends with its <eos>.
+
+    Written as bytes gathered by numpy from one table of the words' UTF-8 (each with its
+    separator), not by joining Python strings: at WikiText-103's 106M tokens lmfix's build
+    went from 292 s to 252 s with this, against 252 s and 238 s for gensim's training alone
+    (docs/scale.md)."""
+    encoded = [(w + " ").encode("utf-8") for w in words]
+    encoded[eos] = (words[eos] + "\n").encode("utf-8")
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    table = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    with open(path, "wb") as f:
+        for first in range(0, ids.size, _WRITE_BLOCK):
+            block = np.asarray(ids[first: first + _WRITE_BLOCK])
+            size = lengths[block]
+            ends = np.cumsum(size)
+            # byte j of the block's text is table[start of its word + (j − where it begins)]
+            where = np.repeat(starts[block] - (ends - size), size) + np.arange(ends[-1])
+            f.write(table[where].tobytes())
         if ids.size and ids[-1] != eos:
-            f.write("\n")
+            f.write(b"\n")
+
+
+_WRITE_BLOCK = 1 << 20  # tokens per gather: ~8 MB of text, a 64 MB index
 
 
 def train_word2vec(
