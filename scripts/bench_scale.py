@@ -118,8 +118,16 @@ class Sized:
     def numel(self):
         return self.n
 
+from lmfix.config import DEFAULTS
+from lmfix.embedding_spec import LEARNED_SPECS, resolve_fix
+
 config, sizes = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-t, m = config["train"], config["model"]
+t, m = {**DEFAULTS, **config["train"]}, dict(config["model"])
+if "embedding_spec" in config:  # an entry from before configs were kept: lmfix's defaults
+    spec = config["embedding_spec"]
+    m.setdefault("embedding", spec if spec in LEARNED_SPECS else "vectors")
+    m.setdefault("fix", resolve_fix(spec, None))
+    m.setdefault("nlayers", t["nlayers"])
 if "used" in sizes:  # --re-estimate: the run's own count
     used = sizes["used"]
 else:
@@ -133,7 +141,8 @@ parts = estimate_train_bytes(
     delta_rank=m.get("delta_rank", 0), model=m.get("model", "lstm"), nhead=m.get("nhead", 2),
     positions=m.get("positions", "sinusoidal"), tokens=used)
 with open(sys.argv[3], "w") as f:
-    json.dump({"estimate_bytes": parts["total"], "estimate_parts": parts, "tokens_used": used}, f)
+    json.dump({"estimate_bytes": parts["total"], "estimate_parts": parts, "tokens_used": used,
+               "run_config": {"train": t, "model": m}}, f)
 """
 SENTENCES_CODE = """
 import sys
@@ -360,16 +369,12 @@ def plan(a, corpora: list[Corpus], workers: int) -> list[Task]:
 # -- the bench ---------------------------------------------------------------------------------
 
 def _default_config(e: dict) -> dict:
-    """The config.json an entry's run had, from its settings and lmfix's defaults (2 layers,
-    batch 20, bptt 35, eval batch 10), for entries from before the config was kept."""
+    """The part of the config.json an entry's run had that its settings give, for entries
+    from before the config was kept; ESTIMATE_CODE fills the rest from lmfix's defaults."""
     s = e["settings"]
-    emb = s["embedding"]
-    model = {"vocab_size": e["vocab"], "emsize": s["d"], "nhid": s["d"], "nlayers": 2,
-             "embedding": emb if emb in ("learned", "learned-untied") else "vectors",
-             "fix": None if emb in ("learned", "learned-untied") else "both"}
-    train = {"batch_size": 20, "bptt": 35, "eval_batch_size": 10, "optimizer": s["optimizer"],
-             "device": s["device"]}
-    return {"train": train, "model": model}
+    return {"train": {"optimizer": s["optimizer"], "device": s["device"]},
+            "model": {"vocab_size": e["vocab"], "emsize": s["d"], "nhid": s["d"]},
+            "embedding_spec": s["embedding"]}
 
 
 class Bench:
@@ -636,7 +641,7 @@ class Bench:
                                                               str(scratch / "sizes.json")])
             if fig["estimate_bytes"] != e.get("estimate_bytes"):
                 changed += 1
-            self.results.put("entries", key, {**e, **fig, "run_config": config})
+            self.results.put("entries", key, {**e, **fig})  # fig's run_config: completed
         return changed
 
 
