@@ -110,16 +110,23 @@ def main() -> int:
     for vocab in a.vocabs:
         data = a.corpora / corpus_name(vocab, a.tokens)
         if not (data / "train.txt").exists():
-            subprocess.run([sys.executable, str(MAKE_CORPUS), "--vocab", str(vocab), "--tokens",
-                            str(a.tokens), "--out", str(data)], check=True)
+            if subprocess.run([sys.executable, str(MAKE_CORPUS), "--vocab", str(vocab),
+                               "--tokens", str(a.tokens), "--out", str(data)]).returncode:
+                print(f"bench_saving: error: make_corpus.py could not write {data}",
+                      file=sys.stderr)
+                return 1
         for d in a.dims:
             for opt in a.optimizers:
                 pair = {}
                 for emb in ("learned", FIXED):
                     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-                        subprocess.run([sys.executable, __file__, "--child", str(data), emb,
-                                        str(d), opt, str(a.train_tokens), str(a.eval_tokens),
-                                        f.name], check=True)
+                        rc = subprocess.run([sys.executable, __file__, "--child", str(data),
+                                             emb, str(d), opt, str(a.train_tokens),
+                                             str(a.eval_tokens), f.name]).returncode
+                        if rc:  # the run's own error line is above
+                            print(f"bench_saving: error: the {emb} run (V {vocab:,}, d {d}, "
+                                  f"{opt}) exited {rc}", file=sys.stderr)
+                            return 1
                         pair[emb] = json.loads(Path(f.name).read_text())
                     print(json.dumps({"vocab": vocab, **pair[emb]}), flush=True)
                 learned, fixed = pair["learned"], pair[FIXED]
