@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import (ESTIMATE_CODE, LR, MAKE_CORPUS, PROBE_CODE, _choices, _ints,  # noqa: E402
-                         _positive, corpus_name)
+                         _positive, corpus_name, train_args)
 from scale_report import OPTIMIZERS  # noqa: E402
 
 FIXED = "random-orthogonal"
@@ -66,11 +66,10 @@ def child(data: str, embedding: str, d: int, optimizer: str, train_tokens: int,
 
     with tempfile.TemporaryDirectory(prefix="lmfix-saving-") as scratch:
         run = Path(scratch) / "run"
-        args = ["train", "--data", data, "--embedding", embedding, "--emsize", str(d),
-                "--nhid", str(d), "--optimizer", optimizer, "--lr", f"{LR[optimizer]:g}",
-                "--epochs", "1", "--max-train-tokens", str(train_tokens), "--max-eval-tokens",
-                str(eval_tokens), "--log-interval", "2", "--checkpoint-every", "0",
-                "--device", "cpu", "--out", str(run), "--quiet"]
+        args = train_args(data, {"embedding": embedding, "d": d, "optimizer": optimizer,
+                                 "lr": LR[optimizer], "train_tokens": train_tokens,
+                                 "eval_tokens": eval_tokens, "log_interval": 2,
+                                 "device": "cpu"}, str(run))
         torch.set_num_threads(2)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             rc = main(args)

@@ -162,6 +162,16 @@ class BenchError(Exception):
 
 # -- names -------------------------------------------------------------------------------------
 
+def train_args(data: str, s: dict, out: str) -> list[str]:
+    """``lmfix train``'s arguments for a training row's settings (also bench_saving.py's)."""
+    return ["train", "--data", data, "--embedding", s["embedding"], "--emsize", str(s["d"]),
+            "--nhid", str(s["d"]), "--optimizer", s["optimizer"], "--lr", f"{s['lr']:g}",
+            "--epochs", "1", "--max-train-tokens", str(s["train_tokens"]),
+            "--max-eval-tokens", str(s["eval_tokens"]), "--log-interval", str(s["log_interval"]),
+            # a mid-epoch checkpoint would land in a timed interval
+            "--checkpoint-every", "0", "--device", s["device"], "--out", out, "--quiet"]
+
+
 def _short(n: int) -> str:
     """Two significant figures with k/M: 103,227,021 → 100M, 2,000,000 → 2M, 30,000 → 30k."""
     r = float(f"{n:.2g}")
@@ -583,14 +593,7 @@ class Bench:
     def _prepare_train(self, task, scratch, i):
         s, c = task.settings, task.corpus
         run = scratch / f"run-{i}"
-        cmd = self.lmfix("train", "--data", str(c.dir), "--embedding", s["embedding"],
-                         "--emsize", str(s["d"]), "--nhid", str(s["d"]), "--optimizer",
-                         s["optimizer"], "--lr", f"{s['lr']:g}", "--epochs", "1",
-                         "--max-train-tokens", str(s["train_tokens"]), "--max-eval-tokens",
-                         str(s["eval_tokens"]), "--log-interval", str(s["log_interval"]),
-                         # a mid-epoch checkpoint would land in a timed interval
-                         "--checkpoint-every", "0", "--device", s["device"],
-                         "--out", str(run), "--quiet")
+        cmd = self.lmfix(*train_args(str(c.dir), s, str(run)))
         log = StepLog(run / "metrics.jsonl")
 
         def after() -> dict:
