@@ -256,6 +256,29 @@ def test_counting_in_blocks_is_bit_identical_to_one_block(monkeypatch):
     assert np.array_equal(a.data, b.data)
 
 
+@pytest.mark.parametrize("blocks", [1, 3, 16, 1000])
+def test_the_symmetric_sum_by_blocks_is_the_whole_sum_and_gives_memory_back(blocks):
+    """right + right.T a row block at a time: the same values in the same places, and the
+    operands' arrays emptied as it goes (scipy's sums return views, which cannot be resized:
+    unhandled, the counting's peak stayed 5.9 GB instead of 4.0 on the 103M-token corpus)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    right = sp.csr_matrix((rng.random(5000), (rng.integers(0, n, 5000), rng.integers(0, n, 5000))),
+                          shape=(n, n))
+    right = right + 0.5 * right  # as in the offset loop: a view of a longer array
+    assert not right.data.flags.owndata
+    want = (right + right.T).tocsr()
+    got = pmi._symmetric_sum(right, blocks=blocks)
+    assert right.data.size == 0 and right.indices.size == 0  # given back
+    assert got.has_sorted_indices
+    got_sorted = got.copy()
+    got_sorted.has_sorted_indices = False
+    got_sorted.sort_indices()  # the flag is true: the indices were sorted already
+    assert np.array_equal(got_sorted.indices, got.indices)
+    assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)
+
+
 def test_counting_past_the_memory_bound_is_one_clear_error():
     ids = _markov_ids(20_000)
     with pytest.raises(LmfixError, match="outgrow the memory bound.*smaller --window"):
@@ -287,6 +310,22 @@ def test_the_large_matrix_svd_matches_the_exact_one(monkeypatch):
     cos = np.linalg.svd(U[:, :20].T @ U2[:, :25], compute_uv=False)
     assert cos.min() > 0.999
     assert np.all(np.abs(U2).max(axis=0) == U2.max(axis=0))  # signs fixed as the exact path's
+
+
+def test_the_large_matrix_svd_reorthogonalizes_with_classical_gram_schmidt(monkeypatch):
+    """svds' PROPACK reorthogonalizes a vector at a time (modified Gram-Schmidt); the large
+    path asks for classical Gram-Schmidt, 52 s of 273 s faster at WikiText-103's size. If
+    scipy moves its private wrapper, this fails instead of the SVD silently slowing down."""
+    import scipy.sparse.linalg._svdp as svdp
+    m = pmi.ppmi(pmi.cooccurrence(_markov_ids(), 400))
+    seen = []
+    real = svdp._svdp
+    monkeypatch.setattr(svdp, "_svdp", lambda *a, **k: seen.append(k) or real(*a, **k))
+    monkeypatch.setattr(pmi, "LARGE_NNZ", 100)
+    monkeypatch.setattr(pmi, "_DENSE_SVD_MAX", 10)
+    U, S, Vt = pmi.svd(m, 30, seed=0)
+    assert [k["cgs"] for k in seen] == [True] and S.shape == (30,)
+    np.testing.assert_allclose(S, np.sort(S)[::-1])
 
 
 def test_the_large_path_is_sized_for_its_float32_bases(monkeypatch):

@@ -115,11 +115,89 @@ def cooccurrence(
             del pairs
             bound.check(right.nnz, "counting")
             bar.update(1)
-    counts = (right + right.T).tocsr()
+    counts = _symmetric_sum(right)
     del right
-    counts.sum_duplicates()
-    counts.sort_indices()
     return counts
+
+
+def _symmetric_sum(right: sp.csr_matrix, blocks: int = 16) -> sp.csr_matrix:
+    """``right + right.T`` as canonical CSR, consuming ``right`` (its arrays are emptied).
+
+    One sum of the whole matrices held both operands and arrays for nnz(right) + nnz(right.T)
+    entries: 48 bytes per one-sided non-zero, the counting's peak (5.94 GB process RSS on
+    the WikiText-103-sized corpus). Here the sum is taken a row block at a time from the
+    last, each block cut to its non-zeros, and the operands' arrays are shrunk (``resize``:
+    the allocator gives the tail back) as their rows are used; the blocks are then copied
+    into place one by one and dropped. The peak is then the offset loop's (4.03 GB). The
+    values are the same sums, in the same places."""
+    _own(right)
+    t = right.T.tocsr()
+    _own(t)
+    cuts = np.unique(np.concatenate((
+        [0], np.searchsorted(right.indptr, np.linspace(0, right.nnz, blocks + 1)[1:-1]),
+        [right.shape[0]])))
+    done = []
+    for a, b in zip(cuts[-2::-1], cuts[:0:-1]):
+        block = _rows(right, a, b) + _rows(t, a, b)
+        done.append((block.data[: block.nnz].copy(), block.indices[: block.nnz].copy(),
+                     np.diff(block.indptr)))
+        del block
+        _shrink(right, right.indptr[a])
+        _shrink(t, t.indptr[a])
+    del t
+    done.reverse()
+    total = sum(d.size for d, _, _ in done)
+    data = np.empty(total, dtype=np.float64)
+    indices = np.empty(total, dtype=np.result_type(*(i.dtype for _, i, _ in done)))
+    row_nnz, at = [], 0
+    for k, (d, i, r) in enumerate(done):
+        data[at: at + d.size], indices[at: at + d.size] = d, i
+        at += d.size
+        row_nnz.append(r)
+        done[k] = None  # the block's copy is in place: let it go
+    indptr = np.concatenate(([0], np.cumsum(np.concatenate(row_nnz))))
+    counts = sp.csr_matrix((data, indices, indptr), shape=right.shape)
+    counts.has_sorted_indices = True  # each block's sum is canonical
+    return counts
+
+
+def _rows(m: sp.csr_matrix, a: int, b: int) -> sp.csr_matrix:
+    """Rows a..b of ``m`` as a CSR matrix over views of its arrays."""
+    lo, hi = m.indptr[a], m.indptr[b]
+    return sp.csr_matrix((m.data[lo:hi], m.indices[lo:hi], m.indptr[a: b + 1] - lo),
+                         shape=(b - a, m.shape[1]))
+
+
+def _own(m: sp.csr_matrix) -> None:
+    """Give ``m`` data and indices arrays that own their memory, so that :func:`_shrink` can
+    hand it back. scipy's results are often views of the start of an array (its capacity, or
+    the same length): that array is taken instead and cut to length in place; any other
+    view is copied."""
+    for name in ("data", "indices"):
+        arr = getattr(m, name)
+        if arr.flags.owndata:
+            continue
+        owner = arr.base
+        if (isinstance(owner, np.ndarray) and owner.flags.owndata and owner.ndim == 1
+                and owner.dtype == arr.dtype and arr.flags.c_contiguous
+                and owner.ctypes.data == arr.ctypes.data):
+            size = arr.size
+            setattr(m, name, owner)
+            del arr  # the last view: nothing points into the array as it is resized
+            owner.resize(size, refcheck=False)
+        else:
+            setattr(m, name, arr.copy())
+
+
+def _shrink(m: sp.csr_matrix, size: int) -> None:
+    """Cut ``m``'s data and indices to their first ``size`` entries in place (no views of
+    them are alive: the block's were dropped); an array that does not own its memory is
+    left as it is."""
+    for name in ("data", "indices"):
+        try:
+            getattr(m, name).resize(int(size), refcheck=False)
+        except ValueError:
+            pass
 
 
 # Tokens per block when counting: the block's pairs (three 4-byte arrays) and their CSR form
@@ -152,15 +230,16 @@ def _offset_counts(ids: np.ndarray, keep: np.ndarray | None, offset: int, shape:
 
 
 class CountBound:
-    """The memory bound of counting. Its peak is the end's ``right + right.T``: the one-sided
-    counts, their transpose and the symmetric sum (up to twice the non-zeros) at once, 12
-    bytes a non-zero (a float64 count and an int32 column), so 48 bytes per non-zero of the
-    one-sided counts (measured: 5.1 GB above the interpreter for 106M of them, WikiText-103-
-    sized synthetic corpus); the offset loop's matrices stay below that. Counting must stay
-    within ``limit`` bytes (default: the memory available when it starts, less 10%); past it,
-    it stops with an error that names what to change, before the machine swaps."""
+    """The memory bound of counting. Its peak is in the offset loop: the one-sided sum so
+    far, an offset's pairs (int32) and their weighted float64 copy, the new sum's arrays
+    (sized for both) and the next offset's halves being counted, measured 3.21 GB above the
+    interpreter and the token ids for 110.6M one-sided non-zeros (29 bytes each) on the
+    WikiText-103-sized synthetic corpus; the symmetric sum at the end stays below it (24
+    bytes a non-zero and a block: :func:`_symmetric_sum`). Counting must stay within
+    ``limit`` bytes (default: the memory available when it starts, less 10%); past it, it
+    stops with an error that names what to change, before the machine swaps."""
 
-    BYTES_PER_NNZ = 48
+    BYTES_PER_NNZ = 32
 
     def __init__(self, limit: int | None = None):
         if limit is None:
@@ -329,10 +408,16 @@ def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
     the time. float32 halves their memory traffic and each thread takes a row block; the
     exact path's tolerance (machine precision) would need many more steps for changes far
     below what an embedding's 200 dimensions can show (accuracy measured in pmi's tests and
-    docs/embeddings.md)."""
+    docs/embeddings.md).
+
+    PROPACK reorthogonalizes with classical Gram-Schmidt (two matrix-vector products with the
+    Lanczos basis) rather than svds' modified Gram-Schmidt (a vector at a time): on the
+    WikiText-103-sized matrix the SVD took 221 s instead of 273 s, singular values within
+    5e-6 and the same subspace (docs/scale.md). svds does not pass that option on, so this
+    calls its PROPACK wrapper directly, with svds' own arguments otherwise."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from scipy.sparse.linalg import LinearOperator, svds
+    from scipy.sparse.linalg import LinearOperator
 
     a = sp.csr_matrix(matrix, dtype=np.float32)
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -355,7 +440,7 @@ def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
     try:
         with blas_threads(1), tqdm(total=1, desc=f"svd (PROPACK, dim {dim}, float32 products)",
                                    disable=not progress, leave=False) as bar:
-            U, S, Vt = svds(op, k=dim, tol=LARGE_TOL, v0=v0, solver="propack", rng=rng)
+            U, S, Vt = _propack(op, dim, LARGE_TOL, v0, rng)
             bar.update(1)
     finally:
         pool.shutdown()
@@ -368,6 +453,20 @@ def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
     Vt = Vt[order]
     return (np.ascontiguousarray(U, dtype=np.float64), np.asarray(S[order], dtype=np.float64),
             np.ascontiguousarray(Vt, dtype=np.float64))
+
+
+def _propack(op, dim: int, tol: float, v0: np.ndarray, rng):
+    """svds(op, k=dim, tol=tol, v0=v0, solver="propack", rng=rng), with classical
+    Gram-Schmidt; svds itself where scipy's private wrapper has moved (same answer, slower)."""
+    try:
+        from scipy.sparse.linalg._svdp import _svdp
+    except ImportError:
+        from scipy.sparse.linalg import svds
+        return svds(op, k=dim, tol=tol, v0=v0, solver="propack", rng=rng)
+    # svds' call for which="LM": tol squared, no implicit restarts, up to 10·dim steps
+    U, S, Vt, _ = _svdp(op, k=dim, tol=tol**2, which="LM", irl_mode=False, v0=v0, rng=rng,
+                        cgs=True)
+    return U, S, Vt
 
 
 def _row_blocks(a: sp.csr_matrix, n: int) -> list[sp.csr_matrix]:
