@@ -153,7 +153,10 @@ def test_ctrl_c_leaves_results_valid(first_run):
     before = entries(tmp)
     p = subprocess.Popen([sys.executable, str(SCRIPT), "--corpora", str(tmp / "corpora"),
                           "--out", str(tmp / "out"), *GRID, "--only", "load", "--force"],
-                         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # a suite started in the background (`tests &`) ignores SIGINT, and
+                         # so would the child: give it the default, as a terminal would
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in p.stdout:
             if "load-cold" in line:  # measured and written; load-cached is running now
