@@ -188,8 +188,9 @@ def plot(results: dict, path: Path) -> bool:
     best = _latest(entries)
     rows = _train_rows(best)
     dims = sorted({d for (_, d, _, _) in rows})
-    fig, axes = plt.subplots(1, 1 + len(dims), figsize=(6 * (1 + len(dims)), 4.8),
-                             squeeze=False)
+    # alone (no training runs), the panel keeps its legend beside it and the title its width
+    fig, axes = plt.subplots(1, 1 + len(dims), figsize=(6 * (1 + len(dims)) + (0 if dims else 3.5),
+                                                        4.8), squeeze=False)
     ax = axes[0][0]
     drawn = False
     for i, (kind, label) in enumerate(KINDS.items()):
@@ -205,7 +206,8 @@ def plot(results: dict, path: Path) -> bool:
            title="corpus load, PMI and word2vec (one line per corpus size)")
     style(ax)
     if drawn:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, **({} if dims else {"loc": "center left",
+                                                   "bbox_to_anchor": (1.02, 0.5)}))
     colors = dict(zip(EMBEDDINGS, ("C0", "C1", "C2")))
     for ax, d in zip(axes[0][1:], dims):
         for emb in EMBEDDINGS:

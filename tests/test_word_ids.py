@@ -97,3 +97,14 @@ def test_a_hash_shared_by_two_known_words_keeps_them_apart(monkeypatch):
     encoder = ChunkEncoder()
     assert [encoder.encode(c).tolist() for c in chunks] == want
     assert encoder._hash.size == 4  # aa, x, <eos>, y: bb is not in the array
+
+
+def test_windows_of_lines_give_the_whole_chunk_ids(monkeypatch):
+    """A chunk is encoded a window of whole lines at a time; a line longer than the window is
+    taken whole, and a last line without its newline too."""
+    monkeypatch.setattr(word_ids, "WINDOW_BYTES", 64)
+    chunks = _random_chunks(9) + ["a " * 100 + "b\n" + "tail without newline"]
+    want, want_words = _serial(chunks)
+    encoder = ChunkEncoder()
+    assert [encoder.encode(c).tolist() for c in chunks] == want
+    assert list(encoder.index) == want_words
