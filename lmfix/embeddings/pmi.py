@@ -133,9 +133,7 @@ def _symmetric_sum(right: sp.csr_matrix, blocks: int = 16) -> sp.csr_matrix:
     _own(right)
     t = right.T.tocsr()
     _own(t)
-    cuts = np.unique(np.concatenate((
-        [0], np.searchsorted(right.indptr, np.linspace(0, right.nnz, blocks + 1)[1:-1]),
-        [right.shape[0]])))
+    cuts = _row_cuts(right, blocks)
     done = []
     for a, b in zip(cuts[-2::-1], cuts[:0:-1]):
         block = _rows(right, a, b) + _rows(t, a, b)
@@ -469,13 +467,17 @@ def _propack(op, dim: int, tol: float, v0: np.ndarray, rng):
     return U, S, Vt
 
 
+def _row_cuts(a: sp.csr_matrix, n: int) -> np.ndarray:
+    """Row indices 0 = c₀ < … < c_k = rows cutting ``a`` into up to ``n`` blocks of about
+    equal non-zeros."""
+    return np.unique(np.searchsorted(a.indptr, np.linspace(0, a.nnz, n + 1)[1:-1]).tolist()
+                     + [0, a.shape[0]])
+
+
 def _row_blocks(a: sp.csr_matrix, n: int) -> list[sp.csr_matrix]:
     """``a`` cut into ``n`` row blocks of about equal non-zeros, sharing its arrays."""
-    cuts = np.unique(np.searchsorted(a.indptr, np.linspace(0, a.nnz, n + 1)[1:-1]).tolist()
-                     + [0, a.shape[0]])
-    return [sp.csr_matrix((a.data[a.indptr[r]: a.indptr[e]], a.indices[a.indptr[r]: a.indptr[e]],
-                           a.indptr[r: e + 1] - a.indptr[r]), shape=(e - r, a.shape[1]))
-            for r, e in zip(cuts[:-1], cuts[1:])]
+    cuts = _row_cuts(a, n)
+    return [_rows(a, r, e) for r, e in zip(cuts[:-1], cuts[1:])]
 
 
 def check_svd_fits(matrix: sp.spmatrix, dim: int, available: int | None = None) -> None:
