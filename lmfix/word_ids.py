@@ -50,8 +50,6 @@ def _is_space(b: np.ndarray) -> np.ndarray:
     return (b == 32) | (b - np.uint8(9) <= 4) | (b - np.uint8(28) <= 3)
 
 
-
-
 @functools.cache
 def _wide_space() -> re.Pattern:
     return re.compile("[" + "".join(chr(c) for c in range(128, sys.maxunicode + 1)
