@@ -227,6 +227,35 @@ def _publish(work: Path, where: Path) -> None:
             raise
 
 
+# Linux's MADV_PAGEOUT (5.4+; Python's mmap module names it only when built against such
+# headers). Unlike MADV_DONTNEED it never changes what the pages hold: a copy-on-write page
+# that was written is kept (or swapped), a clean one is re-read from the file when touched.
+_MADV_PAGEOUT = getattr(__import__("mmap"), "MADV_PAGEOUT", 21 if sys.platform == "linux" else None)
+
+
+def release_pages(ids: torch.Tensor | np.ndarray) -> None:
+    """Hand back the memory a mapped split's pages hold once a command is done reading them.
+
+    A pass over a cached split (PMI's counting reads the 103M-token training ids five
+    times) leaves every page of its file resident in the process: 0.42 GB of the PMI
+    build's peak at WikiText-103's size (docs/scale.md). The contents stay the same and
+    readable; where the kernel cannot do it, nothing happens."""
+    import ctypes
+
+    array = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    start = -(-array.ctypes.data // page) * page  # whole pages inside the array only
+    end = (array.ctypes.data + array.nbytes) // page * page
+    if _MADV_PAGEOUT is None or end <= start:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                     ctypes.c_int(_MADV_PAGEOUT))  # EINVAL on older kernels: ignored
+    except (OSError, AttributeError):
+        pass
+
+
 def _open(where: Path, source: CorpusSource, key: str) -> Corpus:
     try:
         meta = json.loads((where / "meta.json").read_text(encoding="utf-8"))

@@ -269,3 +269,37 @@ def test_a_foreign_ids_file_is_caught_even_once_remembered(tiny_corpus_dir, cach
     capsys.readouterr()
     load_corpus(str(tiny_corpus_dir))
     assert "damaged" in capsys.readouterr().err
+
+
+def _resident_kb(address: int) -> int:
+    """Rss of the mapping holding ``address``, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "Rss:":
+            return int(line.split()[1])
+    raise AssertionError("no mapping holds the address")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists()
+                    or tuple(map(int, os.uname().release.split(".")[:2])) < (5, 4),
+                    reason="needs Linux ≥ 5.4 (MADV_PAGEOUT) and /proc")
+def test_release_pages_gives_a_mapped_split_back_and_keeps_its_ids(tmp_path):
+    """PMI's counting left the 103M-token ids resident (0.42 GB of its peak); released, the
+    pages leave the process, and the ids read back the same, a written page included."""
+    path = tmp_path / "train.ids"
+    want = np.arange(8 << 20, dtype=np.int32)  # 32 MB
+    want.tofile(path)
+    ids = torch.from_numpy(np.memmap(path, dtype=np.int32, mode="c"))
+    assert int(ids.sum()) == int(want.astype(np.int64).sum())
+    address = ids.numpy().ctypes.data
+    before = _resident_kb(address)
+    assert before > 30_000
+    ids[5] = -1  # a copy-on-write page: its value must survive
+    corpus_cache.release_pages(ids)
+    assert _resident_kb(address) < before // 4
+    want[5] = -1
+    assert np.array_equal(ids.numpy(), want)

@@ -132,6 +132,21 @@ def test_ppmi_matches_definition_on_random_counts():
         assert np.isfinite(got).all() and (got[4] == 0).all()
 
 
+def test_ppmi_in_small_blocks_keeps_empty_and_all_negative_rows_in_place(monkeypatch):
+    """ppmi() writes each block's kept entries after the earlier blocks' and sets the row
+    ends from them: rows with no counts or no positive PMI, at block edges too, stay empty."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 5, size=(40, 40)) * (rng.random((40, 40)) < 0.3)
+    counts[[0, 7, 8, 21, 39]] = 0
+    counts[13] = 1  # a row of uniform counts: its PMI is ≤ 0 throughout
+    want = hand_pmi(counts.tolist(), 0.75, 1)
+    for block in (1, 3, 10, 10**9):
+        monkeypatch.setattr(pmi, "PPMI_BLOCK", block)
+        got = pmi.ppmi(sp.csr_matrix(counts.astype(float)), cds=0.75, neg=1)
+        assert got.has_canonical_format and got.nnz == np.count_nonzero(want)
+        np.testing.assert_allclose(dense(got), want, rtol=1e-5, atol=1e-6)
+
+
 def test_ppmi_rejects_bad_parameters():
     counts = sp.csr_matrix(np.ones((2, 2)))
     with pytest.raises(LmfixError):

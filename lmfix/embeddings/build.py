@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ..corpus_cache import release_pages
 from ..vocab import EOS
 from ..errors import LmfixError
 from ..memory import check_vectors_fit
@@ -100,6 +101,7 @@ def _build_word2vec(corpus, dim: int, config: Word2VecConfig, seed: int,
     with tempfile.TemporaryDirectory(prefix="lmfix-word2vec-") as scratch:
         path = os.path.join(scratch, "train.txt")
         write_corpus_file(ids, words, eos, path)
+        release_pages(ids)  # gensim reads the file, not the ids
         return train(None, corpus_file=path)
 
 
@@ -107,6 +109,7 @@ def _build_pmi(ids: np.ndarray, vocab_words: list[str], dim: int, config: PMICon
                progress: bool) -> tuple[list[str], np.ndarray]:
     counts = pmi.cooccurrence(ids, len(vocab_words), window=config.window, dyn=config.dyn,
                               sub=config.sub, seed=seed, progress=progress)
+    release_pages(ids)  # counted: the ids are not read again
     matrix = pmi.ppmi(counts, cds=config.cds, neg=config.neg)
     del counts  # the SVD's memory is the PPMI matrix's and its own, not the counts' too
     has_context = np.diff(matrix.indptr) > 0
