@@ -133,3 +133,62 @@ def test_corpus_file_equals_the_sentences_joined_for_any_block_and_unicode(tmp_p
         word2vec.write_corpus_file(ids, words, 0, str(path))
         want = "".join(words[i] + ("\n" if i == 0 else " ") for i in ids)
         assert path.read_text(encoding="utf-8") == want + ("" if tail == 0 else "\n")
+
+
+# The vocabulary from the ids (np.bincount) instead of gensim's Python pass over every token:
+# the same model, bit for bit, or gensim counts for itself.
+
+def _first_appearance_ids(rng, n_words, size, long_line=0):
+    """A stream renumbered in order of first appearance (as lmfix.vocab numbers words), word 0
+    the <eos>, with ties in the counts and, if asked, one line longer than gensim's 10,000."""
+    raw = rng.zipf(1.3, size) % n_words + 1
+    raw[rng.random(size) < 0.1] = 0
+    if long_line:
+        raw[100: 100 + long_line] = rng.integers(1, n_words, long_line)
+    order = {}
+    ids = np.array([order.setdefault(w, len(order)) for w in raw.tolist()], dtype=np.int32)
+    words = [None] * len(order)
+    for w, i in order.items():
+        words[i] = "<eos>" if w == 0 else f"w{w}"
+    return ids, words, order[0]
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_vocabulary_from_the_ids_trains_the_same_model_as_gensims_count(tmp_path, monkeypatch,
+                                                                        from_file):
+    from lmfix.embeddings import word2vec
+    monkeypatch.setattr(word2vec, "_WRITE_BLOCK", 997)  # counted across blocks
+    rng = np.random.default_rng(0)
+    ids, words, eos = _first_appearance_ids(rng, 300, 40_000, long_line=25_000)
+    vocabulary = word2vec.vocabulary_counts(ids, words, eos, from_file)
+    assert vocabulary is not None
+    if from_file:
+        path = str(tmp_path / "train.txt")
+        word2vec.write_corpus_file(ids, words, eos, path)
+        source = dict(sentences=None, corpus_file=path)
+    else:
+        source = dict(sentences=word2vec.Sentences(ids, words, eos))
+    from gensim.models import Word2Vec
+    scanned = Word2Vec(min_count=1)
+    scanned.build_vocab(**{"corpus_file": path} if from_file else
+                        {"corpus_iterable": source["sentences"]})
+    counts, sentences = vocabulary
+    assert sentences == scanned.corpus_count  # the long line counts as 3 pieces in a file
+    assert sum(counts.values()) == scanned.corpus_total_words == ids.size
+    runs = [word2vec.train_word2vec(**source, dim=8, epochs=2, workers=1, seed=2, vocabulary=v)
+            for v in (None, vocabulary)]
+    assert runs[0][0] == runs[1][0]  # the same words in the same order, ties included
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_vocabulary_from_the_ids_is_refused_where_gensim_would_count_otherwise():
+    from lmfix.embeddings.word2vec import vocabulary_counts
+    ids, words, eos = _first_appearance_ids(np.random.default_rng(1), 50, 2_000)
+    assert vocabulary_counts(ids, words, eos, True) is not None
+    swapped = np.where(ids == 1, 2, np.where(ids == 2, 1, ids))  # 2 appears before 1
+    assert vocabulary_counts(swapped, words, eos, False) is None
+    spaced = list(words)
+    spaced[3] = "two words"  # a file's reader would split it
+    assert vocabulary_counts(ids, spaced, eos, True) is None
+    assert vocabulary_counts(ids, spaced, eos, False) is not None  # a stream keeps it whole
+    assert vocabulary_counts(ids[:0], words, eos, False) is None

@@ -36,7 +36,7 @@ from . import bases, pmi
 from .methods import PMIConfig, Word2VecConfig, make_config
 from .vectors import Embeddings, coverage, save_embeddings
 from .word2vec import (Sentences, default_workers, reads_file, train_word2vec,
-                       write_corpus_file)
+                       vocabulary_counts, write_corpus_file)
 
 
 def build_embeddings(method: str, corpus, dim: int, params: dict | None = None, seed: int = 0,
@@ -96,7 +96,9 @@ def _build_word2vec(corpus, dim: int, config: Word2VecConfig, seed: int,
                               negative=config.negative, sample=config.sample,
                               epochs=config.epochs, workers=config.workers, seed=seed,
                               progress=progress)
-    if not reads_file(config.workers):
+    from_file = reads_file(config.workers)
+    train = functools.partial(train, vocabulary=vocabulary_counts(ids, words, eos, from_file))
+    if not from_file:
         return train(Sentences(ids, words, eos))
     with tempfile.TemporaryDirectory(prefix="lmfix-word2vec-") as scratch:
         path = os.path.join(scratch, "train.txt")

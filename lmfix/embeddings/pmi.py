@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg
@@ -96,7 +97,6 @@ def cooccurrence(
     # time left one thread idle for a fifth of the counting). The halves are exact integer
     # counts, so their sum is the one-pass count; offsets are added in order, so the weighted
     # sums are the one-at-a-time ones, bit for bit.
-    from concurrent.futures import ThreadPoolExecutor
     tasks = [(o, half) for o in offsets for half in (0, 1)]
     with ThreadPoolExecutor(2) as pool, tqdm(total=len(offsets), desc="co-occurrence",
                                                unit="offset", disable=not progress,
@@ -308,33 +308,48 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
     with np.errstate(divide="ignore"):
         log_words, log_contexts, log_total = np.log(word_totals), np.log(context_smoothed), np.log(total)
     # Row blocks of ~PPMI_BLOCK non-zeros: the float64 temporaries of the formula are the
-    # block's, not the matrix's (the values are the same, element by element). The kept
-    # entries go straight into arrays sized for every count (only the pages written become
-    # memory), cut to length at the end: no list of blocks to concatenate, a copy fewer.
-    data = np.empty(counts.nnz, dtype=np.float32)
-    indices = np.empty(counts.nnz, dtype=counts.indices.dtype)
-    indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    row = kept = 0
-    while row < counts.shape[0]:
+    # block's, not the matrix's (the values are the same, element by element). Two threads
+    # compute blocks (numpy's loops release the GIL) while this one writes their kept entries,
+    # in order, straight into arrays sized for every count (only the pages written become
+    # memory), cut to length at the end: no list of blocks to concatenate.
+    n_rows = counts.shape[0]
+    cuts = [0]
+    while cuts[-1] < n_rows:
+        row = cuts[-1]
         end = int(np.searchsorted(counts.indptr, counts.indptr[row] + PPMI_BLOCK, "right")) - 1
-        end = min(max(end, row + 1), counts.shape[0])
+        cuts.append(min(max(end, row + 1), n_rows))
+    shift = math.log(neg)
+
+    def kept_entries(row: int, end: int):
         lo, hi = counts.indptr[row], counts.indptr[end]
         rows = np.repeat(np.arange(row, end), np.diff(counts.indptr[row: end + 1]))
         cols = counts.indices[lo:hi]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             values = (np.log(counts.data[lo:hi]) + log_total - log_words[rows]
-                      - log_contexts[cols] - math.log(neg))
+                      - log_contexts[cols] - shift)
         if values.size and not np.abs(values).max() <= F32_MAX:
             raise _cds_overflow(cds)
         positive = values > 0
-        n = int(np.count_nonzero(positive))
-        data[kept: kept + n] = values[positive]
-        indices[kept: kept + n] = cols[positive]
-        # each row's end: the positives before it in the block, after those of earlier blocks
-        before = np.concatenate([[0], np.cumsum(positive)])
-        indptr[row + 1: end + 1] = kept + before[counts.indptr[row + 1: end + 1] - lo]
-        kept += n
-        row = end
+        # each row's end: the positives before it in the block
+        before = np.concatenate([[0], np.cumsum(positive)])[counts.indptr[row + 1: end + 1] - lo]
+        return values[positive].astype(np.float32), cols[positive], before
+
+    data = np.empty(counts.nnz, dtype=np.float32)
+    indices = np.empty(counts.nnz, dtype=counts.indices.dtype)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    kept = 0
+    blocks = list(zip(cuts[:-1], cuts[1:]))
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(kept_entries, *b) for b in blocks[:2]]  # two blocks in flight
+        for i, (row, end) in enumerate(blocks):
+            values, cols, before = pending.pop(0).result()
+            if i + 2 < len(blocks):
+                pending.append(pool.submit(kept_entries, *blocks[i + 2]))
+            data[kept: kept + values.size] = values
+            indices[kept: kept + values.size] = cols
+            indptr[row + 1: end + 1] = kept + before
+            kept += values.size
+            del values, cols, before
     data.resize(kept, refcheck=False)
     indices.resize(kept, refcheck=False)
     out = sp.csr_matrix((data, indices, indptr), shape=counts.shape)
@@ -342,7 +357,7 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
     return out
 
 
-PPMI_BLOCK = 20_000_000  # non-zeros per block of rows in ppmi()
+PPMI_BLOCK = 10_000_000  # non-zeros per block of rows in ppmi(), two in flight
 
 
 def _cds_overflow(cds: float) -> LmfixError:
@@ -425,8 +440,6 @@ def _svd_large(matrix: sp.csr_matrix, dim: int, seed: int, progress: bool):
     WikiText-103-sized matrix the SVD took 221 s instead of 273 s, singular values within
     5e-6 and the same subspace (docs/scale.md). svds does not pass that option on, so this
     calls its PROPACK wrapper directly, with svds' own arguments otherwise."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from scipy.sparse.linalg import LinearOperator
 
     a = sp.csr_matrix(matrix, dtype=np.float32)

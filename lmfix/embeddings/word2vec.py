@@ -90,6 +90,41 @@ def write_corpus_file(ids: np.ndarray, words: list[str], eos: int, path: str) ->
 _WRITE_BLOCK = 1 << 20  # tokens per gather: ~8 MB of text, a 64 MB index
 
 
+def vocabulary_counts(ids: np.ndarray, words: list[str], eos: int,
+                      reads_file: bool) -> tuple[dict[str, int], int] | None:
+    """What gensim's ``build_vocab`` would count in its own pass over the sentences, taken
+    from the ids instead: each word's count, in order of first appearance (the order gensim's
+    dict gets them in, which settles ties in its frequency sort and so which word gets which
+    initial vector), and the number of sentences (in a corpus file, its lines cut into pieces
+    of up to 10,000 words, as gensim's LineSentence reads them). That pass is a Python loop
+    over every token: ~20% of a one-epoch build at WikiText-103 size (docs/scale.md).
+
+    None where the ids cannot give gensim's answer: ids not numbered in order of first
+    appearance (lmfix's vocabulary is, :mod:`lmfix.vocab`; a subword one is not), or, for a
+    file, a word that whitespace would split. Then gensim counts for itself."""
+    from gensim.models.word2vec import MAX_WORDS_IN_BATCH
+
+    if ids.size == 0:
+        return None
+    counts = np.zeros(len(words), dtype=np.int64)
+    eos_at, seen = [], -1
+    for start in range(0, ids.size, _WRITE_BLOCK):
+        block = np.asarray(ids[start: start + _WRITE_BLOCK])
+        # first appearance in id order ⇔ a word never seen before is always the next id
+        highest = np.maximum(np.maximum.accumulate(block), seen)
+        if block[0] > seen + 1 or np.any(block[1:] > highest[:-1] + 1):
+            return None
+        seen = int(highest[-1])
+        counts += np.bincount(block, minlength=len(words))
+        eos_at.append(np.flatnonzero(block == eos) + start)
+    if reads_file and any(w.split() != [w] for w in words[: seen + 1]):
+        return None
+    ends = np.concatenate(eos_at + ([np.array([ids.size - 1])] if ids[-1] != eos else []))
+    lengths = np.diff(ends, prepend=-1)
+    sentences = int((-(-lengths // MAX_WORDS_IN_BATCH)).sum()) if reads_file else lengths.size
+    return dict(zip(words[: seen + 1], counts[: seen + 1].tolist())), sentences
+
+
 def train_word2vec(
     sentences,
     dim: int,
@@ -103,14 +138,17 @@ def train_word2vec(
     seed: int = 0,
     progress: bool = False,
     corpus_file: str | None = None,
+    vocabulary: tuple[dict[str, int], int] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Train gensim ``Word2Vec`` and return ``(words, vectors)`` (float32, frequency order).
 
     ``sg`` 0 = CBOW, 1 = skip-gram; ``negative`` negative samples; ``sample`` the
     down-sampling threshold for frequent words; ``workers`` threads (default
     min(4, CPUs)); ``sentences`` an iterable of word lists, or None with ``corpus_file``
-    (a file in gensim's LineSentence format). Runs are reproducible only with ``workers=1`` (thread scheduling changes
-    the order of updates otherwise) and a fixed ``seed``; gensim 4 seeds its initial vectors
+    (a file in gensim's LineSentence format); ``vocabulary`` what :func:`vocabulary_counts`
+    returns for them, which spares gensim its counting pass (the same vocabulary). Runs are
+    reproducible only with ``workers=1`` (thread scheduling changes the order of updates
+    otherwise) and a fixed ``seed``; gensim 4 seeds its initial vectors
     from ``seed`` alone, so this holds across processes too.
     """
     from gensim.models import Word2Vec
@@ -138,7 +176,12 @@ def train_word2vec(
     model = Word2Vec(vector_size=dim, window=window, min_count=1, sg=sg, negative=negative,
                      hs=0, sample=sample, workers=workers, seed=seed)
     source = {"corpus_file": corpus_file} if corpus_file else {"corpus_iterable": sentences}
-    model.build_vocab(**source)
+    if vocabulary is None:
+        model.build_vocab(**source)
+    else:
+        word_counts, sentence_count = vocabulary
+        model.build_vocab_from_freq(word_counts, corpus_count=sentence_count)
+        model.corpus_total_words = sum(word_counts.values())  # build_vocab sets it, this not
     # gensim decays the learning rate by the examples (sentences) done when given their
     # number, as lmfix's iterable mode always has; corpus_file mode counts words
     total = {"total_words": model.corpus_total_words} if corpus_file else \
