@@ -97,7 +97,8 @@ def vocabulary_counts(ids: np.ndarray, words: list[str], eos: int,
     dict gets them in, which settles ties in its frequency sort and so which word gets which
     initial vector), and the number of sentences (in a corpus file, its lines cut into pieces
     of up to 10,000 words, as gensim's LineSentence reads them). That pass is a Python loop
-    over every token: ~20% of a one-epoch build at WikiText-103 size (docs/scale.md).
+    over every token: 59 s of gensim's 257 s for one epoch at WikiText-103 size
+    (docs/scale.md).
 
     None where the ids cannot give gensim's answer: ids not numbered in order of first
     appearance (lmfix's vocabulary is, :mod:`lmfix.vocab`; a subword one is not), or, for a
