@@ -313,11 +313,7 @@ def ppmi(counts: sp.spmatrix, cds: float = 0.75, neg: float = 1.0) -> sp.csr_mat
     # in order, straight into arrays sized for every count (only the pages written become
     # memory), cut to length at the end: no list of blocks to concatenate.
     n_rows = counts.shape[0]
-    cuts = [0]
-    while cuts[-1] < n_rows:
-        row = cuts[-1]
-        end = int(np.searchsorted(counts.indptr, counts.indptr[row] + PPMI_BLOCK, "right")) - 1
-        cuts.append(min(max(end, row + 1), n_rows))
+    cuts = _row_cuts(counts, -(-counts.nnz // PPMI_BLOCK) or 1).tolist()
     shift = math.log(neg)
 
     def kept_entries(row: int, end: int):
