@@ -92,12 +92,12 @@ def _build_word2vec(corpus, dim: int, config: Word2VecConfig, seed: int,
                     progress: bool) -> tuple[list[str], np.ndarray]:
     ids, words = corpus.train.numpy(), corpus.vocab.words
     eos = corpus.vocab.index[EOS]
+    from_file = reads_file(config.workers)
     train = functools.partial(train_word2vec, dim=dim, sg=config.sg, window=config.window,
                               negative=config.negative, sample=config.sample,
                               epochs=config.epochs, workers=config.workers, seed=seed,
-                              progress=progress)
-    from_file = reads_file(config.workers)
-    train = functools.partial(train, vocabulary=vocabulary_counts(ids, words, eos, from_file))
+                              progress=progress,
+                              vocabulary=vocabulary_counts(ids, words, eos, from_file))
     if not from_file:
         return train(Sentences(ids, words, eos))
     with tempfile.TemporaryDirectory(prefix="lmfix-word2vec-") as scratch:
